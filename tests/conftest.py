@@ -1,0 +1,89 @@
+"""Shared test fixtures: tiny random BERTs saved with ``save_pretrained`` (so tests exercise the
+same loading code a hub name uses) and the real offline teacher asset."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+WORDS = ("the a an and or but not no is was are be this that it film movie story plot "
+         "good great bad awful fine funny boring dull smart moving best worst very too so "
+         "really quite more most less one two some all of in on at to for with by as from "
+         "i you he she we they his her its their my our love hate like enjoy watch see "
+         "actor actors cast scene scenes director script time life world heart mind "
+         "beautiful ugly long short slow fast new old little big true false never ever "
+         "##s ##ed ##ing ##ly ##er ##est . , ! ? ' - ( ) :").split()
+
+
+def write_vocab(folder: Path) -> Path:
+    """A small WordPiece vocabulary: specials, a few hundred words, letters and their ## forms."""
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    digits = [str(d) for d in range(10)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    for tok in WORDS + letters + digits + [f"##{c}" for c in letters + digits]:
+        if tok not in vocab:
+            vocab.append(tok)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n")
+    return path
+
+
+def make_tiny_bert(folder: Path, *, layers: int = 4, hidden: int = 32, heads: int = 4,
+                   intermediate: int = 64, num_labels: int = 2, seed: int = 0) -> Path:
+    """Save a random ``BertForSequenceClassification`` and its tokenizer to ``folder``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    vocab_file = write_vocab(folder)
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden,
+                        num_hidden_layers=layers, num_attention_heads=heads,
+                        intermediate_size=intermediate, max_position_embeddings=128,
+                        num_labels=num_labels,
+                        id2label={0: "negative", 1: "positive"} if num_labels == 2 else None,
+                        label2id={"negative": 0, "positive": 1} if num_labels == 2 else None)
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A 4-layer, 32-wide, 4-head random BERT classifier with a small WordPiece vocabulary."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory) -> Path:
+    """A 4-layer 48-wide teacher with the same vocabulary (widths differ from the student)."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_teacher"), layers=4, hidden=48,
+                          heads=4, intermediate=96, seed=1)
+
+
+@pytest.fixture(scope="session")
+def teacher_asset_dir() -> Path:
+    """The real all-MiniLM-L6-v2 backbone from the offline assets (``make test`` fetches it)."""
+    from tinylab import assets
+
+    try:
+        return assets.asset_path("all-MiniLM-L6-v2")
+    except assets.AssetNotAvailableError as err:  # a clear failure, never a silent skip
+        pytest.fail(f"real teacher asset missing: {err}")
+
+
+@pytest.fixture()
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    """A private, empty TINYLAB_CACHE for tests that write to the cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TINYLAB_CACHE", str(cache))
+    return cache

@@ -1,0 +1,118 @@
+"""The ``tinylab`` command line.
+
+    tinylab assets fetch [NAME ...]     download, verify and cache the offline assets
+    tinylab assets list                 what is cached, its size, verified or not
+    tinylab distill --profile P [--output DIR] [--set key=value ...] [--resume]
+    tinylab course run [--profile P] [--output DIR]   execute every notebook (papermill)
+    tinylab course lab                  open JupyterLab on the course
+
+Each subcommand is a thin wrapper: the work lives in the module named in its help text, so
+what the command line does, a notebook can do with the same call.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_assets_fetch(args: argparse.Namespace) -> int:
+    from tinylab import assets
+
+    paths = assets.fetch(args.names or None, progress=not args.quiet)
+    for name, path in paths.items():
+        print(f"{name:<22} {path}")
+    return 0
+
+
+def _cmd_assets_list(args: argparse.Namespace) -> int:
+    from tinylab import assets
+
+    rows = assets.list_assets()
+    print(f"cache: {assets.cache_dir()}")
+    print(f"{'asset':<22} {'size':>10}  {'status':<10} source")
+    for row in rows:
+        size = f"{row['size_bytes'] / 1e6:.1f} MB" if row.get("size_bytes") else "-"
+        print(f"{row['name']:<22} {size:>10}  {row['status']:<10} {row['source']}")
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from tinylab.config import get_config
+    from tinylab.pipeline import run_pipeline
+
+    cfg = get_config(args.profile, args.set or [])
+    run_pipeline(cfg, output_dir=args.output, resume=args.resume)
+    return 0
+
+
+def _cmd_course_run(args: argparse.Namespace) -> int:
+    from tinylab.course import run_course
+
+    return run_course(profile=args.profile, output_dir=args.output,
+                      notebooks=args.notebooks or None)
+
+
+def _cmd_course_lab(args: argparse.Namespace) -> int:
+    from tinylab.course import open_lab
+
+    return open_lab(extra_args=args.lab_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinylab",
+        description="TinyBERT-style knowledge distillation: offline assets, the two-stage "
+                    "distillation pipeline and the course notebooks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_assets = sub.add_parser("assets", help="offline assets (tinylab.assets)")
+    sub_assets = p_assets.add_subparsers(dest="assets_command", required=True)
+    p_fetch = sub_assets.add_parser("fetch", help="download, verify and cache assets (idempotent)")
+    p_fetch.add_argument("names", nargs="*", help="asset names (default: all)")
+    p_fetch.add_argument("--quiet", action="store_true", help="no progress output")
+    p_fetch.set_defaults(func=_cmd_assets_fetch)
+    p_list = sub_assets.add_parser("list", help="list assets: size and whether verified")
+    p_list.set_defaults(func=_cmd_assets_list)
+
+    p_distill = sub.add_parser(
+        "distill", help="teacher fine-tuning, general + task distillation, evaluation "
+                        "(tinylab.pipeline)")
+    p_distill.add_argument("--profile", default=None,
+                           help="ci, quick or full (default: $TINYLAB_PROFILE or quick)")
+    p_distill.add_argument("--output", default=None,
+                           help="output folder (default: runs/<profile>)")
+    p_distill.add_argument("--set", action="append", metavar="KEY=VALUE",
+                           help="config override, e.g. --set student.num_layers=2 (repeatable)")
+    p_distill.add_argument("--resume", action="store_true",
+                           help="continue an interrupted run from its last checkpoint")
+    p_distill.set_defaults(func=_cmd_distill)
+
+    p_course = sub.add_parser("course", help="the notebooks (tinylab.course)")
+    sub_course = p_course.add_subparsers(dest="course_command", required=True)
+    p_run = sub_course.add_parser("run", help="execute every notebook with papermill")
+    p_run.add_argument("--profile", default=None, help="ci, quick or full (default: quick)")
+    p_run.add_argument("--output", default=None, help="folder for executed notebooks")
+    p_run.add_argument("notebooks", nargs="*", help="run only these notebooks")
+    p_run.set_defaults(func=_cmd_course_run)
+    p_lab = sub_course.add_parser("lab", help="open JupyterLab on notebooks/")
+    p_lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab")
+    p_lab.set_defaults(func=_cmd_course_lab)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, no traceback
+        # (tinylab.assets.AssetNotAvailableError is a FileNotFoundError)
+        print(f"tinylab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinylab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
