@@ -43,7 +43,8 @@ def make_tiny_bert(folder: Path, *, layers: int = 4, hidden: int = 32, heads: in
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     vocab_file = write_vocab(folder)
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    # transformers 5 ignores `vocab_file=` here (silently: a 5-token vocabulary); `vocab=` works.
+    tokenizer = BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden,
                         num_hidden_layers=layers, num_attention_heads=heads,
                         intermediate_size=intermediate, max_position_embeddings=128,

@@ -19,6 +19,7 @@ _EXPORTS = {
     "load_task": "data", "load_general_corpus": "data", "tokenize": "data",
     "make_dataloader": "data",
     "load_teacher": "models", "build_student": "models", "use_attention_scores": "models",
+    "check_compatible": "models", "SCORES_ATTN": "attention",
     "soft_cross_entropy": "losses", "kd_kl_div": "losses", "attention_mse": "losses",
     "hidden_mse": "losses", "layer_map": "losses", "TinyBertLoss": "losses",
     "augment_dataset": "augment",

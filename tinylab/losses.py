@@ -1,0 +1,444 @@
+"""The TinyBERT objective: loss terms as pure functions, the layer mapping, and ``TinyBertLoss``.
+
+Reference: Jiao et al., "TinyBERT: Distilling BERT for Natural Language Understanding",
+Findings of EMNLP 2020 (arXiv 1909.10351), Sec. 3.1, Eq. 7-11. The paper's choices are the
+defaults; the authors' code (``task_distill.py`` / ``general_distill.py``) differs in a few
+places, each reachable through an ``official=...`` switch so a notebook can measure the gap
+(see ``/work/shared/SPEC.md``, "What the official code actually does").
+
+Notation: teacher with N transformer layers and width d, student with M layers and width d'.
+``hidden_states`` from Hugging Face has N+1 (M+1) entries, index 0 being the embedding output.
+Every function treats the teacher side as a fixed target: it is detached, so gradients reach
+the student (and the projections in :class:`TinyBertLoss`) but never the teacher.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["soft_cross_entropy", "kd_kl_div", "attention_mse", "hidden_mse", "layer_map",
+           "TinyBertLoss", "STAGES", "LOSS_TERMS"]
+
+STAGES = ("general", "intermediate", "prediction")
+LOSS_TERMS = ("embedding", "attention", "hidden", "prediction")
+
+# The official code's clamp threshold: scores at or below it are treated as masked.
+OFFICIAL_MASK_THRESHOLD = -1e2
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+
+
+def _check_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None:
+    if student.shape != teacher.shape:
+        raise ValueError(f"{what}: student shape {tuple(student.shape)} != teacher shape "
+                         f"{tuple(teacher.shape)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Prediction-layer losses
+# --------------------------------------------------------------------------------------------
+
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                       temperature: float = 1.0, *, scale_t2: bool = False,
+                       official: bool = False) -> torch.Tensor:
+    """Cross-entropy between the teacher's and the student's softened predictions (Eq. 10).
+
+    Shapes: logits (B, C). With p_T = softmax(z_T / t) and log p_S = log_softmax(z_S / t)::
+
+        L_pred = -(1/B) sum_b sum_c p_T[b, c] * log p_S[b, c]
+
+    The target is the teacher's *probability distribution*, not its log-probabilities nor its
+    argmax. ``scale_t2=True`` multiplies by t^2 (Hinton et al. 2015) so the gradient size does
+    not shrink as t grows; the paper and the official code use t = 1 and no factor.
+
+    ``official=True`` is the authors' ``(-softmax(z_T/t) * log_softmax(z_S/t)).mean()``: the
+    mean runs over batch AND classes, i.e. the loss is 1/C of the standard one (``scale_t2``
+    still applies on top if asked). Differs from KL(p_T || p_S) only by the teacher's entropy,
+    a constant, so the gradients w.r.t. the student are the same as :func:`kd_kl_div`'s.
+    """
+    _check_temperature(temperature)
+    _check_same_shape(student_logits, teacher_logits, "soft_cross_entropy logits")
+    p_teacher = F.softmax(teacher_logits.detach() / temperature, dim=-1)
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+    per_class = -p_teacher * log_p_student
+    loss = per_class.mean() if official else per_class.sum(-1).mean()
+    return loss * temperature ** 2 if scale_t2 else loss
+
+
+def kd_kl_div(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+              temperature: float = 1.0, *, scale_t2: bool = True) -> torch.Tensor:
+    """KL(p_T || p_S) between softened predictions, averaged over the batch (Hinton et al. 2015).
+
+    Shapes: logits (B, C). ``(1/B) sum_b sum_c p_T (log p_T - log p_S)`` with
+    p = softmax(z / t), times t^2 when ``scale_t2`` (the default here, as in DistilBERT and
+    Hinton et al.). Not a term of the TinyBERT paper; it is the classic KD loss the course
+    compares against. Equal to :func:`soft_cross_entropy` minus the teacher's entropy.
+    """
+    _check_temperature(temperature)
+    _check_same_shape(student_logits, teacher_logits, "kd_kl_div logits")
+    log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
+    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean()
+    return kl * temperature ** 2 if scale_t2 else kl
+
+
+# --------------------------------------------------------------------------------------------
+# Transformer-layer losses
+# --------------------------------------------------------------------------------------------
+
+def _real_token_mask(attention_mask: torch.Tensor, batch: int, length: int) -> torch.Tensor:
+    if attention_mask.shape != (batch, length):
+        raise ValueError(f"attention_mask must have shape (batch, seq_len) = ({batch}, {length}),"
+                         f" got {tuple(attention_mask.shape)}")
+    return attention_mask.to(torch.bool)
+
+
+def attention_mse(student_attn: torch.Tensor, teacher_attn: torch.Tensor,
+                  attention_mask: torch.Tensor | None = None, *,
+                  official: bool = False) -> torch.Tensor:
+    """MSE between pre-softmax attention scores of one student and one teacher layer (Eq. 7).
+
+    Shapes: scores (B, H, L, L) (query, key), ``attention_mask`` (B, L) with 1 for real tokens.
+    The paper's ``(1/h) sum_i MSE(A_i^S, A_i^T)`` is the mean squared error over all
+    (head, query, key) entries, so heads must match (head i is compared with head i).
+
+    * With a mask (tinylab default): the mean over the (batch, head, query, key) entries whose
+      query AND key are real tokens::
+
+          sum_{b,h,q,k} r_bq r_bk (A^S - A^T)^2  /  (H * sum_b n_b^2)
+
+      Whatever sits in padded positions (Hugging Face puts ``finfo.min`` there) is ignored.
+    * Without a mask: plain MSE over all entries. Fine for unpadded batches; with padding,
+      two float32 Hugging Face models both hold exactly ``finfo.min`` in padded key columns,
+      so the result is finite and equals the official one below, but a single mismatch in
+      padding or mask convention makes it ``inf`` (see :mod:`tinylab.attention`).
+    * ``official=True`` (the authors' code): both tensors go through
+      ``where(x <= -1e2, 0, x)``, then a plain MSE. Padded key columns become 0 on both sides
+      but still count in the denominator, padded query rows are compared as they are, and a
+      genuine score below -100 would be zeroed too. ``attention_mask`` is ignored.
+    """
+    _check_same_shape(student_attn, teacher_attn, "attention_mse scores")
+    if student_attn.dim() != 4:
+        raise ValueError(f"attention scores must be (batch, heads, L, L), got "
+                         f"{tuple(student_attn.shape)}")
+    teacher_attn = teacher_attn.detach()
+    if official:
+        def clamp(x: torch.Tensor) -> torch.Tensor:
+            return torch.where(x <= OFFICIAL_MASK_THRESHOLD, torch.zeros_like(x), x)
+        return F.mse_loss(clamp(student_attn), clamp(teacher_attn))
+    if attention_mask is None:
+        return F.mse_loss(student_attn, teacher_attn)
+    batch, heads, length, _ = student_attn.shape
+    real = _real_token_mask(attention_mask, batch, length)
+    pairs = (real[:, :, None] & real[:, None, :])[:, None]          # (B, 1, L, L)
+    # Select before squaring: masked entries may hold +-inf/nan-prone huge values, and
+    # where() sends a zero gradient to them.
+    diff = torch.where(pairs, student_attn - teacher_attn, torch.zeros_like(student_attn))
+    count = pairs.sum() * heads
+    return diff.pow(2).sum() / count.clamp(min=1)
+
+
+def hidden_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
+               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between (projected) student and teacher hidden states (Eq. 8, and Eq. 9 for embeddings).
+
+    Shapes: (B, L, D) each; the caller has already applied the projection W_h (or W_e), so the
+    student tensor is ``H^S W_h`` with the teacher's width D. With ``attention_mask`` (B, L):
+    the mean over real tokens and D, ``sum_{b,l real} sum_d (H^S W - H^T)^2 / (n_real * D)``;
+    without: plain MSE. The official code never masks hidden states (padded tokens count).
+    """
+    _check_same_shape(student_hidden, teacher_hidden, "hidden_mse hidden states")
+    teacher_hidden = teacher_hidden.detach()
+    if attention_mask is None:
+        return F.mse_loss(student_hidden, teacher_hidden)
+    batch, length, width = student_hidden.shape
+    real = _real_token_mask(attention_mask, batch, length)[..., None]    # (B, L, 1)
+    diff = torch.where(real, student_hidden - teacher_hidden, torch.zeros_like(student_hidden))
+    return diff.pow(2).sum() / (real.sum() * width).clamp(min=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Layer mapping
+# --------------------------------------------------------------------------------------------
+
+def layer_map(num_student_layers: int, num_teacher_layers: int,
+              strategy: str = "uniform") -> list[int]:
+    """The teacher transformer layer n = g(m) (1-based) that student layer m = 1..M learns from.
+
+    * ``"uniform"`` (paper default): g(m) = m * N / M, e.g. M=4, N=12 -> [3, 6, 9, 12].
+      Needs N to be a multiple of M. The official code's indexing gives the same layers.
+    * ``"top"``: g(m) = N - M + m (the last M layers).
+    * ``"bottom"``: g(m) = m (the first M layers).
+
+    The embedding layer always maps to the embeddings (g(0) = 0) and the prediction layer to
+    the prediction layer; they are not listed. Paper Table 4 compares the three strategies.
+    """
+    m, n = num_student_layers, num_teacher_layers
+    for name, value in (("num_student_layers", m), ("num_teacher_layers", n)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if m > n:
+        raise ValueError(f"the student has more layers ({m}) than the teacher ({n}); "
+                         f"a layer mapping needs num_student_layers <= num_teacher_layers")
+    if strategy == "uniform":
+        if n % m:
+            divisors = [d for d in range(1, n + 1) if n % d == 0]
+            raise ValueError(f"uniform layer mapping needs the teacher's {n} layers to be a "
+                             f"multiple of the student's {m}; use a student with one of "
+                             f"{divisors} layers, or strategy 'top' / 'bottom'")
+        step = n // m
+        return [i * step for i in range(1, m + 1)]
+    if strategy == "top":
+        return [n - m + i for i in range(1, m + 1)]
+    if strategy == "bottom":
+        return list(range(1, m + 1))
+    raise ValueError(f"unknown layer mapping strategy {strategy!r}; "
+                     f"choose 'uniform', 'top' or 'bottom'")
+
+
+# --------------------------------------------------------------------------------------------
+# The full objective
+# --------------------------------------------------------------------------------------------
+
+def _field(outputs: Any, name: str) -> Any:
+    """``outputs.name`` for Hugging Face ModelOutputs and plain dicts alike (None if absent)."""
+    if isinstance(outputs, Mapping):
+        return outputs.get(name)
+    return getattr(outputs, name, None)
+
+
+def _layer(items: Any, index: int, what: str, *, offset: int) -> torch.Tensor:
+    """Layer ``index`` of a full tuple (at ``index - offset``) or of a cached {index: t} dict."""
+    if isinstance(items, Mapping):
+        if index not in items:
+            raise KeyError(f"teacher {what} for layer {index} missing from the cached subset "
+                           f"(has {sorted(items)}); cache the layers TinyBertLoss.teacher_layers() "
+                           f"lists")
+        return items[index]
+    return items[index - offset]
+
+
+def _check_scores(attn: torch.Tensor, who: str) -> None:
+    # Softmax probabilities are non-negative and their rows sum to 1; scores are not (and
+    # padded keys hold finfo.min). Catch the common mistake of distilling eager probabilities.
+    if attn.min() >= 0 and torch.allclose(attn.sum(-1), torch.ones((), dtype=attn.dtype),
+                                          atol=1e-4):
+        raise ValueError(f"the {who}'s attentions look like softmax probabilities; TinyBERT "
+                         f"distils pre-softmax scores: call tinylab.models.use_attention_scores"
+                         f"(model) before the forward pass")
+
+
+class TinyBertLoss(nn.Module):
+    """TinyBERT's distillation objective with its learnable projections (Eq. 7-11).
+
+    For student layer m mapped to teacher layer n = g(m) (:func:`layer_map`)::
+
+        embedding  = MSE(E^S W_e, E^T)                              (Eq. 9)
+        attention  = sum_m attention_mse(A_m^S, A_g(m)^T)           (Eq. 7)
+        hidden     = sum_m MSE(H_m^S W_h, H_g(m)^T)                 (Eq. 8)
+        prediction = soft_cross_entropy(z^S, z^T, t)                (Eq. 10)
+        total      = sum of weight * term over the terms the stage uses   (Eq. 11, all lambda = 1)
+
+    Stages: ``"general"`` and ``"intermediate"`` use embedding + attention + hidden (general
+    distillation and task-distillation stage a), ``"prediction"`` uses the prediction term only
+    (task-distillation stage b). A term outside the stage, or with weight 0, is not computed
+    and reported as 0. Returned components are unweighted; ``total`` is weighted.
+
+    Projections: W_e and W_h are ``nn.Linear(d', d)`` (paper: separate matrices; one W_h shared
+    by all layers). ``shared_projection=True`` uses one ``fit_dense`` for embeddings and all
+    hidden states, as the official code does. When d' == d they start as the identity, so a
+    student copied from the teacher starts at zero loss. They are learnable: give
+    ``loss_fn.parameters()`` to the optimiser together with the student's, and move the module
+    to the student's device.
+
+    Inputs: ``student_out`` is the student's Hugging Face output, computed with
+    ``output_hidden_states=True`` and ``output_attentions=True`` after
+    :func:`tinylab.models.use_attention_scores` (so attentions are pre-softmax scores).
+    ``teacher_out`` is either the teacher's full output, or the cached subset from
+    :meth:`select_teacher_outputs`: ``{"hidden_states": {i: (B, L, d)}, "attentions":
+    {n: (B, H, L, L)}, "logits": (B, C)}`` where ``i`` indexes Hugging Face ``hidden_states``
+    (0 = embeddings) and ``n`` is the 1-based transformer layer (``attentions[n - 1]``).
+    ``attention_mask`` (B, L), 1 for real tokens, masks the attention and hidden MSEs.
+
+    Differences from the official code, as switches: ``official_attention`` (clamp at -100
+    and plain MSE instead of the padding mask), ``shared_projection``, ``official_prediction``
+    (mean over classes too). The official code also never masks hidden states; pass
+    ``attention_mask=None`` to reproduce that (the attention term then needs
+    ``official_attention=True`` or unpadded batches).
+    """
+
+    def __init__(self, student_config: Any, teacher_config: Any, *,
+                 layer_mapping: str = "uniform", shared_projection: bool = False,
+                 weights: Mapping[str, float] | None = None, temperature: float = 1.0,
+                 scale_t2: bool = False, official_attention: bool = False,
+                 official_prediction: bool = False) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        unknown = set(weights or {}) - set(LOSS_TERMS)
+        if unknown:
+            raise ValueError(f"unknown loss weight(s) {sorted(unknown)}; valid: {list(LOSS_TERMS)}")
+        self.weights = {term: 1.0 for term in LOSS_TERMS} | {k: float(v) for k, v in
+                                                             (weights or {}).items()}
+        self.layer_mapping = layer_mapping
+        self.mapping = layer_map(student_config.num_hidden_layers,
+                                 teacher_config.num_hidden_layers, layer_mapping)
+        s_heads, t_heads = student_config.num_attention_heads, teacher_config.num_attention_heads
+        if self.weights["attention"] and s_heads != t_heads:
+            raise ValueError(f"the attention loss compares head i of the student with head i of "
+                             f"the teacher, but the student has {s_heads} heads and the teacher "
+                             f"{t_heads}; build the student with num_heads={t_heads}, or set the "
+                             f"attention weight to 0")
+        self.temperature = temperature
+        self.scale_t2 = scale_t2
+        self.official_attention = official_attention
+        self.official_prediction = official_prediction
+        self.shared_projection = shared_projection
+        d_s, d_t = student_config.hidden_size, teacher_config.hidden_size
+        if shared_projection:
+            self.fit_dense = self._projection(d_s, d_t)
+        else:
+            self.embedding_projection = self._projection(d_s, d_t)   # W_e
+            self.hidden_projection = self._projection(d_s, d_t)      # W_h
+
+    @staticmethod
+    def _projection(d_student: int, d_teacher: int) -> nn.Linear:
+        layer = nn.Linear(d_student, d_teacher)
+        if d_student == d_teacher:
+            with torch.no_grad():
+                layer.weight.copy_(torch.eye(d_teacher))
+                layer.bias.zero_()
+        return layer
+
+    @classmethod
+    def from_config(cls, cfg: Any, student_config: Any, teacher_config: Any) -> "TinyBertLoss":
+        """Build from a :class:`tinylab.config.LossConfig` and the two models' configs."""
+        return cls(student_config, teacher_config, layer_mapping=cfg.layer_mapping,
+                   shared_projection=cfg.shared_projection,
+                   weights={"embedding": cfg.embedding_weight, "attention": cfg.attention_weight,
+                            "hidden": cfg.hidden_weight, "prediction": cfg.prediction_weight},
+                   temperature=cfg.temperature, scale_t2=cfg.scale_t2,
+                   official_attention=cfg.official_attention,
+                   official_prediction=cfg.official_prediction)
+
+    # -- which terms and teacher tensors a stage needs ----------------------------------------
+
+    def active_terms(self, stage: str) -> list[str]:
+        """The terms computed in ``stage`` (stage terms with a non-zero weight)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
+        terms = ["prediction"] if stage == "prediction" else ["embedding", "attention", "hidden"]
+        return [t for t in terms if self.weights[t] != 0]
+
+    def teacher_layers(self, stage: str = "intermediate") -> dict[str, Any]:
+        """What the loss reads from the teacher in ``stage``, so a loop can cache only that.
+
+        ``{"hidden_states": [i, ...], "attentions": [n, ...], "logits": bool}``: indices into
+        Hugging Face ``hidden_states`` (0 = embeddings) and 1-based transformer layers.
+        """
+        terms = self.active_terms(stage)
+        hidden = ([0] if "embedding" in terms else []) + (
+            list(self.mapping) if "hidden" in terms else [])
+        return {"hidden_states": hidden,
+                "attentions": list(self.mapping) if "attention" in terms else [],
+                "logits": "prediction" in terms}
+
+    def select_teacher_outputs(self, teacher_out: Any, stage: str = "intermediate"
+                               ) -> dict[str, Any]:
+        """The detached subset of a full teacher output that ``stage`` needs (cacheable)."""
+        need = self.teacher_layers(stage)
+        subset: dict[str, Any] = {}
+        if need["hidden_states"]:
+            hidden = _field(teacher_out, "hidden_states")
+            subset["hidden_states"] = {i: _layer(hidden, i, "hidden_states", offset=0).detach()
+                                       for i in need["hidden_states"]}
+        if need["attentions"]:
+            attentions = _field(teacher_out, "attentions")
+            subset["attentions"] = {n: _layer(attentions, n, "attentions", offset=1).detach()
+                                    for n in need["attentions"]}
+        if need["logits"]:
+            subset["logits"] = _field(teacher_out, "logits").detach()
+        return subset
+
+    # -- the loss -----------------------------------------------------------------------------
+
+    def project_embedding(self, student_embedding: torch.Tensor) -> torch.Tensor:
+        """E^S W_e: (B, L, d') -> (B, L, d)."""
+        layer = self.fit_dense if self.shared_projection else self.embedding_projection
+        return layer(student_embedding)
+
+    def project_hidden(self, student_hidden: torch.Tensor) -> torch.Tensor:
+        """H^S W_h: (B, L, d') -> (B, L, d)."""
+        layer = self.fit_dense if self.shared_projection else self.hidden_projection
+        return layer(student_hidden)
+
+    def forward(self, student_out: Any, teacher_out: Any,
+                attention_mask: torch.Tensor | None = None,
+                stage: str = "intermediate") -> dict[str, torch.Tensor]:
+        """Loss components and weighted total; see the class docstring for the inputs."""
+        terms = self.active_terms(stage)
+        s_hidden = _field(student_out, "hidden_states")
+        s_attn = _field(student_out, "attentions")
+        t_hidden = _field(teacher_out, "hidden_states")
+        t_attn = _field(teacher_out, "attentions")
+        if ({"embedding", "hidden"} & set(terms)) and (s_hidden is None or t_hidden is None):
+            raise ValueError("hidden states missing: run both models with "
+                             "output_hidden_states=True (or cache them with "
+                             "select_teacher_outputs)")
+        if "attention" in terms and (s_attn is None or t_attn is None):
+            raise ValueError("attentions missing: call use_attention_scores(model) and run both "
+                             "models with output_attentions=True")
+        if s_hidden is not None and len(s_hidden) != len(self.mapping) + 1:
+            raise ValueError(f"the student returned {len(s_hidden)} hidden states, expected "
+                             f"{len(self.mapping) + 1} (embeddings + {len(self.mapping)} layers)")
+
+        candidates = (_field(student_out, "logits"), s_hidden and s_hidden[0],
+                      s_attn and s_attn[0])
+        anchor = next((x for x in candidates if isinstance(x, torch.Tensor)), None)
+        if anchor is None:
+            raise ValueError("student_out has no logits, hidden_states or attentions")
+        zero = torch.zeros((), device=anchor.device)
+        losses = {term: zero for term in LOSS_TERMS}
+
+        if "embedding" in terms:
+            losses["embedding"] = hidden_mse(self.project_embedding(s_hidden[0]),
+                                             _layer(t_hidden, 0, "hidden_states", offset=0),
+                                             attention_mask)
+        if "hidden" in terms:
+            losses["hidden"] = sum(
+                hidden_mse(self.project_hidden(s_hidden[m]),
+                           _layer(t_hidden, n, "hidden_states", offset=0), attention_mask)
+                for m, n in enumerate(self.mapping, start=1))
+        if "attention" in terms:
+            layer_losses = []
+            for m, n in enumerate(self.mapping, start=1):
+                student_scores = s_attn[m - 1]
+                teacher_scores = _layer(t_attn, n, "attentions", offset=1)
+                if m == 1:
+                    _check_scores(student_scores, "student")
+                    _check_scores(teacher_scores, "teacher")
+                layer_losses.append(attention_mse(student_scores, teacher_scores, attention_mask,
+                                                  official=self.official_attention))
+            losses["attention"] = sum(layer_losses)
+        if "prediction" in terms:
+            s_logits, t_logits = _field(student_out, "logits"), _field(teacher_out, "logits")
+            if s_logits is None or t_logits is None:
+                raise ValueError("logits missing from the student or teacher outputs")
+            losses["prediction"] = soft_cross_entropy(
+                s_logits, t_logits, self.temperature, scale_t2=self.scale_t2,
+                official=self.official_prediction)
+
+        losses["total"] = sum((self.weights[t] * losses[t] for t in terms), zero)
+        return losses
+
+    def extra_repr(self) -> str:
+        return (f"mapping={self.mapping} ({self.layer_mapping}), weights={self.weights}, "
+                f"temperature={self.temperature}, scale_t2={self.scale_t2}, "
+                f"official_attention={self.official_attention}, "
+                f"official_prediction={self.official_prediction}")
