@@ -400,6 +400,28 @@ def test_shared_projection_and_official_switches(pair):
                                soft_cross_entropy(s_out.logits, t_out.logits, official=True))
 
 
+def test_official_hidden_counts_padded_positions(pair):
+    """official_hidden: embedding/hidden MSE over every position (the authors' code), checked
+    against F.mse_loss on the projected tensors; the masked default differs on padded batches."""
+    teacher, student = pair
+    inputs = batch()
+    t_out, s_out = run(teacher, inputs, False), run(student, inputs, False)
+    mask = inputs["attention_mask"]
+    official = TinyBertLoss(student.config, teacher.config, official_hidden=True)
+    paper = TinyBertLoss(student.config, teacher.config)
+    paper.load_state_dict(official.state_dict())
+    got = official(s_out, t_out, mask)
+    w_e, w_h = official.embedding_projection, official.hidden_projection
+    emb = F.mse_loss(w_e(s_out.hidden_states[0]), t_out.hidden_states[0])
+    hid = sum(F.mse_loss(w_h(s_out.hidden_states[m]), t_out.hidden_states[n])
+              for m, n in ((1, 2), (2, 4)))
+    torch.testing.assert_close(got["embedding"], emb)
+    torch.testing.assert_close(got["hidden"], hid)
+    masked = paper(s_out, t_out, mask)
+    assert not torch.isclose(masked["hidden"], got["hidden"])
+    torch.testing.assert_close(masked["attention"], got["attention"])  # attention unaffected
+
+
 def test_from_config():
     cfg = LossConfig(layer_mapping="top", attention_weight=0.0, temperature=2.0, scale_t2=True,
                      shared_projection=True, official_prediction=True)

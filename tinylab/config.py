@@ -134,6 +134,8 @@ class LossConfig:
     padding-masked MSE. ``shared_projection``: one ``fit_dense`` for embeddings and hidden
     states (official code) instead of separate W_e and W_h (paper).
     ``official_prediction``: average the soft cross-entropy over classes too (official code).
+    ``official_hidden``: embedding/hidden MSEs over every position, padding included (official
+    code) instead of over real tokens only.
     """
 
     layer_mapping: str = "uniform"
@@ -146,6 +148,7 @@ class LossConfig:
     official_attention: bool = False
     shared_projection: bool = False
     official_prediction: bool = False
+    official_hidden: bool = False
 
 
 @dataclass(frozen=True)

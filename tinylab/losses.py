@@ -269,16 +269,16 @@ class TinyBertLoss(nn.Module):
 
     Differences from the official code, as switches: ``official_attention`` (clamp at -100
     and plain MSE instead of the padding mask), ``shared_projection``, ``official_prediction``
-    (mean over classes too). The official code also never masks hidden states; pass
-    ``attention_mask=None`` to reproduce that (the attention term then needs
-    ``official_attention=True`` or unpadded batches).
+    (mean over classes too), ``official_hidden`` (embedding and hidden MSEs over every
+    position, padding included, as the official code does; the attention term keeps its own
+    switch).
     """
 
     def __init__(self, student_config: Any, teacher_config: Any, *,
                  layer_mapping: str = "uniform", shared_projection: bool = False,
                  weights: Mapping[str, float] | None = None, temperature: float = 1.0,
                  scale_t2: bool = False, official_attention: bool = False,
-                 official_prediction: bool = False) -> None:
+                 official_prediction: bool = False, official_hidden: bool = False) -> None:
         super().__init__()
         _check_temperature(temperature)
         unknown = set(weights or {}) - set(LOSS_TERMS)
@@ -299,6 +299,7 @@ class TinyBertLoss(nn.Module):
         self.scale_t2 = scale_t2
         self.official_attention = official_attention
         self.official_prediction = official_prediction
+        self.official_hidden = official_hidden
         self.shared_projection = shared_projection
         d_s, d_t = student_config.hidden_size, teacher_config.hidden_size
         if shared_projection:
@@ -325,7 +326,8 @@ class TinyBertLoss(nn.Module):
                             "hidden": cfg.hidden_weight, "prediction": cfg.prediction_weight},
                    temperature=cfg.temperature, scale_t2=cfg.scale_t2,
                    official_attention=cfg.official_attention,
-                   official_prediction=cfg.official_prediction)
+                   official_prediction=cfg.official_prediction,
+                   official_hidden=getattr(cfg, "official_hidden", False))
 
     # -- which terms and teacher tensors a stage needs ----------------------------------------
 
@@ -405,15 +407,16 @@ class TinyBertLoss(nn.Module):
             raise ValueError("student_out has no logits, hidden_states or attentions")
         zero = torch.zeros((), device=anchor.device)
         losses = {term: zero for term in LOSS_TERMS}
+        hidden_mask = None if self.official_hidden else attention_mask
 
         if "embedding" in terms:
             losses["embedding"] = hidden_mse(self.project_embedding(s_hidden[0]),
                                              _layer(t_hidden, 0, "hidden_states", offset=0),
-                                             attention_mask)
+                                             hidden_mask)
         if "hidden" in terms:
             losses["hidden"] = sum(
                 hidden_mse(self.project_hidden(s_hidden[m]),
-                           _layer(t_hidden, n, "hidden_states", offset=0), attention_mask)
+                           _layer(t_hidden, n, "hidden_states", offset=0), hidden_mask)
                 for m, n in enumerate(self.mapping, start=1))
         if "attention" in terms:
             layer_losses = []
@@ -441,4 +444,5 @@ class TinyBertLoss(nn.Module):
         return (f"mapping={self.mapping} ({self.layer_mapping}), weights={self.weights}, "
                 f"temperature={self.temperature}, scale_t2={self.scale_t2}, "
                 f"official_attention={self.official_attention}, "
-                f"official_prediction={self.official_prediction}")
+                f"official_prediction={self.official_prediction}, "
+                f"official_hidden={self.official_hidden}")
