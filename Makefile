@@ -43,8 +43,11 @@ assets: setup
 course: assets
 	$(BIN)/tinylab course run --profile $(PROFILE) --output runs/course
 
+# One pytest run: the unit tests, every notebook under the ci profile (tests/test_notebooks.py),
+# and nbval's comparison of the stored golden cells with a fresh run (notebooks/*.ipynb).
 test: assets
-	TQDM_DISABLE=1 $(BIN)/python -m pytest tests
+	TINYLAB_PROFILE=ci TQDM_DISABLE=1 $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
 
 lab: assets
 	$(BIN)/tinylab course lab

@@ -1,0 +1,112 @@
+"""Every course notebook is clean in git and runs top to bottom under the ``ci`` profile.
+
+Static checks (milliseconds): kernel ``python3``, a ``parameters`` cell with literal values,
+no outputs except on cells tagged ``keep_output`` (the golden cells nbval compares), and no
+papermill leftovers. Execution (seconds): papermill with ``PROFILE="ci"``; the executed copies
+go to ``$TINYLAB_NOTEBOOK_OUTPUT`` (CI keeps them as artifacts) or a temporary folder.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(p for p in NOTEBOOK_DIR.glob("*.ipynb") if re.match(r"^\d\d_", p.name))
+IDS = [p.stem for p in NOTEBOOKS]
+GOLDEN_TAGS = {"nbval-check-output", "keep_output"}
+
+
+def _read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def _tags(cell) -> set[str]:
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def test_notebooks_are_numbered_without_gaps():
+    assert NOTEBOOKS, f"no course notebooks (NN_name.ipynb) in {NOTEBOOK_DIR}"
+    numbers = [int(p.name[:2]) for p in NOTEBOOKS]
+    assert numbers == list(range(1, len(numbers) + 1)), f"notebook numbers {numbers} have gaps"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_is_valid_and_uses_python3_kernel(path):
+    nb = _read(path)
+    nbformat.validate(nb)
+    kernelspec = nb.metadata.get("kernelspec", {})
+    assert kernelspec.get("name") == "python3", (
+        f"{path.name}: kernelspec name is {kernelspec.get('name')!r}; papermill and nbval need "
+        f"'python3' (set metadata.kernelspec.name)")
+    assert nb.metadata.get("language_info", {}).get("name") == "python"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_has_literal_parameters_cell(path):
+    nb = _read(path)
+    cells = [c for c in nb.cells if "parameters" in _tags(c)]
+    assert len(cells) == 1, f"{path.name}: expected one cell tagged 'parameters', got {len(cells)}"
+    cell = cells[0]
+    assert cell.cell_type == "code"
+    tree = ast.parse(cell.source)
+    names = set()
+    for node in tree.body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, (
+            f"{path.name}: the parameters cell may only assign literal values, found "
+            f"{ast.unparse(node)!r}")
+        ast.literal_eval(node.value)  # raises ValueError on anything but a literal
+        names.add(node.targets[0].id)
+    assert {"PROFILE", "OUTPUT_DIR"} <= names, f"{path.name}: parameters cell defines {names}"
+    assert not any("injected-parameters" in _tags(c) for c in nb.cells), (
+        f"{path.name}: remove papermill's injected-parameters cell before committing")
+    assert "papermill" not in nb.metadata, f"{path.name}: strip papermill metadata"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_has_no_stray_outputs(path):
+    nb = _read(path)
+    stray = [i for i, c in enumerate(nb.cells)
+             if c.cell_type == "code" and c.get("outputs") and "keep_output" not in _tags(c)]
+    assert not stray, (f"{path.name}: cells {stray} carry outputs but are not tagged keep_output; "
+                       f"run `nbstripout --keep-count --keep-id {path}`")
+    for i, cell in enumerate(nb.cells):
+        tags = _tags(cell)
+        if tags & GOLDEN_TAGS:
+            assert GOLDEN_TAGS <= tags, f"{path.name}: golden cell {i} needs both {GOLDEN_TAGS}"
+            assert cell.get("execution_count") is not None and cell.get("outputs"), (
+                f"{path.name}: golden cell {i} needs its stored output and execution count")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_structure(path):
+    """Title + goals first, the Colab cell second, the parameters cell third, a summary last."""
+    nb = _read(path)
+    first, second, third, last = nb.cells[0], nb.cells[1], nb.cells[2], nb.cells[-1]
+    assert first.cell_type == "markdown" and first.source.lstrip().startswith("# ")
+    assert "google.colab" in second.source
+    assert "parameters" in _tags(third)
+    assert last.cell_type == "markdown"
+    assert "import *" not in "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_runs_under_ci_profile(path, tmp_path):
+    from tinylab.course import run_notebook
+
+    out_dir = Path(os.environ.get("TINYLAB_NOTEBOOK_OUTPUT") or tmp_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / path.name
+    wall = run_notebook(path, executed, parameters={"PROFILE": "ci", "OUTPUT_DIR": str(out_dir)},
+                        cwd=NOTEBOOK_DIR, progress=False, execution_timeout=600)
+    nb = _read(executed)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    print(f"{path.name}: {wall:.1f} s under PROFILE='ci'")
