@@ -109,6 +109,18 @@ def test_size_on_disk_is_about_four_bytes_per_parameter(models):
     assert 4 * n <= size <= 4 * n + 64_000  # float32 + safetensors header
 
 
+def test_size_on_disk_of_a_dynamically_quantized_model(models):
+    """int8 Linear weights are packed (safetensors cannot hold them): size falls back to
+    torch.save of the state dict, and must come out smaller than the float32 model."""
+    import copy
+
+    _, student, _ = models
+    quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(student),
+                                                       {torch.nn.Linear}, dtype=torch.qint8)
+    size = ev.size_on_disk(quantized)
+    assert 0 < size < ev.size_on_disk(student)
+
+
 def test_measure_latency_returns_sane_values(models):
     _, student, tok = models
     res = ev.measure_latency(student, tok, TEXTS[:3], batch_sizes=(1, 4), warmup=1, repeats=3)

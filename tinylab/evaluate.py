@@ -246,12 +246,27 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
 
 
+def _has_packed_params(model: torch.nn.Module) -> bool:
+    """True for dynamically quantized models (their Linear weights are packed int8 blobs)."""
+    return any("_packed_params" in name for name in model.state_dict())
+
+
 def size_on_disk(model: torch.nn.Module) -> int:
     """Bytes of the model's weights saved with ``save_pretrained`` (safetensors), in a temp folder.
 
     Only the weight files count (``*.safetensors``), not ``config.json``. float32 weights take
     4 bytes per parameter, so this is ~4 x ``count_parameters(model)["total"]``.
+
+    Dynamically quantized models (``torch.ao.quantization.quantize_dynamic``) keep their int8
+    weights in packed parameters that safetensors cannot hold; for them (and any model without
+    ``save_pretrained``) this is the size of ``torch.save(model.state_dict())`` instead, which is
+    how such a model is shipped.
     """
+    if not hasattr(model, "save_pretrained") or _has_packed_params(model):
+        with tempfile.TemporaryDirectory(prefix="tinylab-size-") as tmp:
+            path = Path(tmp) / "state_dict.pt"
+            torch.save(model.state_dict(), path)
+            return path.stat().st_size
     with tempfile.TemporaryDirectory(prefix="tinylab-size-") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         files = list(Path(tmp).glob("*.safetensors"))
