@@ -25,6 +25,7 @@ _EXPORTS = {
     "augment_dataset": "augment",
     "finetune_teacher": "distill", "general_distillation": "distill",
     "task_distillation": "distill", "train_baseline": "distill", "History": "distill",
+    "general_student": "distill",
     "evaluate_model": "evaluate", "count_parameters": "evaluate",
     "measure_latency": "evaluate", "compare_models": "evaluate",
     "export_student": "export",

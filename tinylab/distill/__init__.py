@@ -1,0 +1,34 @@
+"""The explicit training loops of TinyBERT (Jiao et al. 2020, Sec. 3.3): notebook 05.
+
+Read in this order:
+
+* :mod:`~tinylab.distill.loop` - the one training loop all stages share (Accelerate for the
+  device, precision and processes; the loop itself written out);
+* :mod:`~tinylab.distill.stages` - teacher fine-tuning, general distillation, task distillation
+  (stage a: intermediate layers, stage b: prediction layer) and the two baselines;
+* :mod:`~tinylab.distill.teacher_outputs` - teacher outputs computed once and reused;
+* :mod:`~tinylab.distill.history` and :mod:`~tinylab.distill.checkpoint` - what a run leaves
+  behind: per-step logs and resumable, atomically written safetensors checkpoints.
+
+Typical use (what ``tinylab distill`` does, see :func:`tinylab.pipeline.run_pipeline`)::
+
+    cfg = get_config("quick")
+    data = load_task(cfg.data)
+    teacher, tokenizer, h_teacher = finetune_teacher(cfg, data)          # cached
+    student, h_general = general_student(cfg, id2label=teacher.config.id2label)   # cached
+    augmented = augment_dataset(data["train"], tokenizer, teacher, cfg.augment, seed=cfg.seed)
+    h_task = task_distillation(cfg, teacher, student, augmented, data["validation"],
+                               tokenizer=tokenizer)
+"""
+from tinylab.distill.checkpoint import CheckpointError
+from tinylab.distill.history import History, StageLog
+from tinylab.distill.loop import NonFiniteLossError, StepInfo, make_accelerator, train_stage
+from tinylab.distill.stages import (BASELINES, finetune_teacher, general_cache_key,
+                                    general_distillation, general_student, task_distillation,
+                                    teacher_cache_key, train_baseline)
+from tinylab.distill.teacher_outputs import TeacherOutputs
+
+__all__ = ["History", "StageLog", "finetune_teacher", "general_distillation", "general_student",
+           "task_distillation", "train_baseline", "BASELINES", "train_stage", "StepInfo",
+           "NonFiniteLossError", "CheckpointError", "TeacherOutputs", "make_accelerator",
+           "teacher_cache_key", "general_cache_key"]

@@ -1,0 +1,338 @@
+"""The training loop every stage shares, written out in full.
+
+TinyBERT is four optimiser runs (teacher fine-tuning, general distillation, task distillation
+stage a and stage b) plus two baselines. They differ only in *what the loss is*; the loop around
+it is the same, so it lives here once and each stage passes a ``loss_fn``::
+
+    for step in range(start, total_steps):
+        batch = next batch of this process                  # fixed order, see below
+        losses = loss_fn(modules, batch)                     # {"total": ..., "attention": ...}
+        check every component is finite                      # else stop, naming it and the step
+        accelerator.backward(losses["total"])                # gradients (synchronised across processes)
+        clip_grad_norm_(params, max_grad_norm)
+        optimizer.step(); scheduler.step(); optimizer.zero_grad()
+        log the components and the learning rate; evaluate / checkpoint when due
+
+Accelerate (``Accelerator``) handles the device, mixed precision (``--mixed_precision`` of
+``accelerate launch`` or ``ACCELERATE_MIXED_PRECISION``) and several data-parallel processes
+(``torchrun`` / ``accelerate launch``): it wraps each trained module in
+``DistributedDataParallel`` so ``backward`` averages gradients over processes. Nothing else is
+hidden: no Trainer, no callbacks framework.
+
+Data order, explicitly. Epoch ``e`` uses the batches of
+``make_dataloader(train, shuffle=True, seed=seed)`` after ``set_epoch(loader, e)``
+(length-grouped, dynamically padded).
+With P processes, optimiser step s of epoch e gives batch ``s * P + rank`` to process ``rank``;
+an epoch therefore has ``len(batches) // P`` steps (the few left-over batches are skipped, so
+no process waits for a partner that has no batch). Because the order is a function of
+``(seed, epoch)`` and is also saved in every checkpoint, a resumed run sees the same batches.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from tinylab.config import StageConfig
+from tinylab.distill.checkpoint import (CheckpointError, capture_rng_state, latest_checkpoint,
+                                        load_checkpoint, restore_rng_state, save_checkpoint)
+from tinylab.distill.history import History, StageLog
+
+__all__ = ["make_accelerator", "train_stage", "StepInfo", "NonFiniteLossError", "model_inputs",
+           "MODEL_INPUTS", "EXAMPLE_INDEX"]
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Column added to training sets so a batch knows which examples it holds (teacher-output cache).
+EXAMPLE_INDEX = "example_idx"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss component became NaN or infinite; training stops instead of corrupting weights."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a callback receives after every optimiser step (``record`` = the logged values)."""
+
+    stage: str
+    step: int
+    total_steps: int
+    epoch: int
+    record: dict[str, float]
+
+
+def make_accelerator(**kwargs: Any):
+    """An ``accelerate.Accelerator`` for this machine.
+
+    On a machine without a GPU (or other accelerator), several processes started by
+    ``torchrun`` are only recognised as a multi-process CPU run (gloo) when Accelerate is told
+    ``cpu=True``; we set it in that case so ``torchrun --nproc_per_node 2 ... tinylab distill``
+    trains data-parallel on two CPU processes. On GPUs nothing is forced. (``accelerate launch
+    --cpu --num_processes 2`` starts a single process on such a machine; use ``torchrun``.)
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    has_accelerator = (torch.accelerator.current_accelerator() is not None
+                       if hasattr(torch, "accelerator") else torch.cuda.is_available())
+    kwargs.setdefault("cpu", not has_accelerator)
+    # Ablations (e.g. hidden weight 0) leave some parameters without a gradient; DDP must be
+    # told to expect that, or it stops with "Expected to have finished reduction".
+    kwargs.setdefault("kwargs_handlers",
+                      [DistributedDataParallelKwargs(find_unused_parameters=True)])
+    return Accelerator(**kwargs)
+
+
+def model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The entries of a batch a BERT forward pass takes (``input_ids``, masks, token types)."""
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+
+
+# --------------------------------------------------------------------------------------------
+# Set-up helpers
+# --------------------------------------------------------------------------------------------
+
+def _param_groups(modules: Mapping[str, nn.Module], weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases and LayerNorm weights (BERT's, and TinyBERT's
+    official ``no_decay = ['bias', 'LayerNorm.bias', 'LayerNorm.weight']``)."""
+    decay, no_decay = [], []
+    for module in modules.values():
+        for name, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+    if not decay and not no_decay:
+        raise ValueError("nothing to train: no module has parameters with requires_grad=True")
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _scheduler(optimizer, stage: StageConfig, total_steps: int):
+    """transformers' warm-up schedules: linear decay to 0, or constant after warm-up (the
+    official code's intermediate stage)."""
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    warmup = int(stage.warmup_ratio * total_steps)
+    if stage.schedule == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    if stage.schedule == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    raise ValueError(f"unknown schedule {stage.schedule!r}; use 'linear' or 'constant'")
+
+
+def _make_loader(train, tokenizer, batch_size: int, seed: int, group_by_length: bool):
+    from tinylab.data import make_dataloader
+
+    return make_dataloader(train, tokenizer, batch_size, shuffle=True, seed=seed,
+                           group_by_length=group_by_length, drop_last=False)
+
+
+def _epoch_batches(loader, epoch: int) -> list[list[int]]:
+    """The batches (lists of example indices) of one epoch: a pure function of (seed, epoch)."""
+    from tinylab.data import set_epoch
+
+    set_epoch(loader, epoch)
+    return [[int(i) for i in b] for b in loader.batch_sampler]
+
+
+def _collate(loader, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Fetch and pad one batch exactly as ``loader`` would (its dataset and collate function)."""
+    ds = loader.dataset
+    rows = ds.__getitems__(list(indices)) if hasattr(ds, "__getitems__") else [
+        ds[i] for i in indices]
+    return loader.collate_fn(rows)
+
+
+def _should(every: int | None, step: int, total: int, steps_per_epoch: int) -> bool:
+    """Evaluation schedule: ``None`` once per epoch, ``0`` never, ``n`` every n steps; always
+    at the last step unless ``0``."""
+    if every == 0:
+        return False
+    if step == total:
+        return True
+    return step % (every or steps_per_epoch) == 0
+
+
+def _prepare(accelerator, modules: Mapping[str, nn.Module]) -> dict[str, nn.Module]:
+    """Wrap trained modules for the device / processes; modules without trainable parameters
+    (e.g. the loss module in the prediction stage) are only moved to the device (DDP refuses
+    modules with nothing to synchronise)."""
+    prepared = {}
+    for name, module in modules.items():
+        if any(p.requires_grad for p in module.parameters()):
+            prepared[name] = accelerator.prepare(module)
+        else:
+            prepared[name] = module.to(accelerator.device)
+    return prepared
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+def train_stage(name: str, *, modules: dict[str, nn.Module],
+                loss_fn: Callable[[dict[str, nn.Module], dict[str, torch.Tensor]],
+                                  dict[str, torch.Tensor]],
+                train, tokenizer, stage: StageConfig, seed: int,
+                evaluate: Callable[[], dict[str, float]] | None = None,
+                history: History | None = None, accelerator=None,
+                checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
+                resume: bool = False, callbacks: Sequence[Callable[[StepInfo], None]] = (),
+                group_by_length: bool = True, progress: bool = True,
+                info: dict[str, Any] | None = None) -> History:
+    """Run one optimiser stage and return its :class:`History` (stage ``name``).
+
+    ``modules``: the trained modules by name, e.g. ``{"student": student, "projections":
+    loss_module}``; parameters with ``requires_grad=False`` are frozen. ``loss_fn(modules,
+    batch)`` gets the *prepared* modules (call them, not the originals: only the wrapped
+    forward synchronises gradients across processes) and a batch on the device, and returns a
+    dict of scalar losses with key ``"total"`` (the one back-propagated; the others are logged).
+    ``train``: a tokenised ``datasets.Dataset`` (``input_ids``, ``attention_mask``, optional
+    ``labels``, ``example_idx``). ``evaluate()`` returns metrics (e.g. ``{"accuracy": ..}``); it
+    runs on the main process only, when :attr:`StageConfig.eval_every` says so.
+    ``checkpoint_dir``: save a resumable checkpoint every ``checkpoint_every`` steps and at
+    the end; ``resume=True`` continues from the latest one there (otherwise it is cleared).
+    ``callbacks``: called with a :class:`StepInfo` after each step (tests use one to interrupt).
+    Modules are trained in place; the returned history holds only this stage.
+    """
+    if accelerator is None:
+        accelerator = make_accelerator()
+    from accelerate.utils import gather_object, set_seed
+
+    history = history if history is not None else History()
+    world, rank, main = accelerator.num_processes, accelerator.process_index, \
+        accelerator.is_main_process
+    set_seed(seed)
+
+    # -- how many steps ---------------------------------------------------------------------
+    loader = _make_loader(train, tokenizer, stage.batch_size, seed, group_by_length)
+    batches = _epoch_batches(loader, 0)
+    steps_per_epoch = len(batches) // world
+    if steps_per_epoch == 0:
+        raise ValueError(f"stage {name!r}: {len(train)} examples make {len(batches)} batch(es) of "
+                         f"{stage.batch_size}, fewer than the {world} processes; lower "
+                         f"batch_size or use more data")
+    total = math.ceil(stage.epochs * steps_per_epoch)
+    if stage.max_steps is not None:
+        total = min(total, stage.max_steps)
+    if total < 1:
+        raise ValueError(f"stage {name!r} would run 0 steps (epochs={stage.epochs}, "
+                         f"max_steps={stage.max_steps}); set epochs > 0 or max_steps >= 1")
+
+    optimizer = torch.optim.AdamW(_param_groups(modules, stage.weight_decay),
+                                  lr=stage.learning_rate)
+    scheduler = _scheduler(optimizer, stage, total)
+    wrapped = _prepare(accelerator, modules)
+    optimizer = accelerator.prepare(optimizer)
+    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+
+    log = StageLog(info={"examples": len(train), "batch_size": stage.batch_size,
+                         "processes": world, "steps_per_epoch": steps_per_epoch,
+                         "total_steps": total, **(info or {})})
+    start, current_epoch = 0, 0
+
+    # -- resume -----------------------------------------------------------------------------
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        found = latest_checkpoint(checkpoint_dir) if resume else None
+        if found is not None:
+            state, rng_states, batches = load_checkpoint(
+                found, modules=modules, optimizer=optimizer, scheduler=scheduler)
+            for key, expected in (("total_steps", total), ("processes", world),
+                                  ("seed", seed)):
+                if state[key] != expected:
+                    raise CheckpointError(f"checkpoint {found} was made with {key}={state[key]}, "
+                                          f"this run has {expected}: resume with the same "
+                                          f"configuration and number of processes")
+            restore_rng_state(rng_states[rank])
+            start, current_epoch = state["step"], state["epoch"]
+            log = StageLog.from_dict(state["log"])
+            if main:
+                print(f"[{name}] resumed from {found} at step {start}/{total}")
+        elif main and checkpoint_dir.exists():
+            shutil.rmtree(checkpoint_dir)  # a fresh run: old checkpoints must not be mixed in
+        accelerator.wait_for_everyone()
+
+    def save(step: int) -> None:
+        rng = gather_object([capture_rng_state()]) if world > 1 else [capture_rng_state()]
+        if main:
+            state = {"step": step, "epoch": current_epoch, "total_steps": total,
+                     "processes": world, "seed": seed, "stage": name,
+                     "log": {**log.to_dict(), "seconds": log.seconds + time.perf_counter() - t0}}
+            save_checkpoint(checkpoint_dir, step=step, modules=modules, optimizer=optimizer,
+                            scheduler=scheduler, state=state, rng_states=rng, data_order=batches)
+        accelerator.wait_for_everyone()
+
+    # -- train ------------------------------------------------------------------------------
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    quiet = {} if (progress and main) else {"disable": True}  # else $TQDM_DISABLE decides
+    bar = tqdm(total=total, initial=start, desc=name, dynamic_ncols=True, **quiet)
+    for module in wrapped.values():
+        module.train()
+    step = start
+    try:
+        for step in range(start + 1, total + 1):
+            epoch, position = divmod(step - 1, steps_per_epoch)
+            if epoch != current_epoch:
+                batches = _epoch_batches(loader, epoch)
+                current_epoch = epoch
+            batch = _collate(loader, batches[position * world + rank])
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+
+            losses = loss_fn(wrapped, batch)
+            values = torch.stack([v.detach().float() for v in losses.values()])
+            if world > 1:  # log the mean over processes; every process sees the same numbers
+                values = accelerator.reduce(values, reduction="mean")
+            record = dict(zip(losses, values.tolist()))
+            bad = [k for k, v in record.items() if not math.isfinite(v)]
+            if bad:
+                raise NonFiniteLossError(
+                    f"stage {name!r}: loss component {bad[0]!r} is {record[bad[0]]} at step "
+                    f"{step}/{total} (all components: {record}). Lower the learning rate "
+                    f"(now {stage.learning_rate}) or check the inputs of that loss term")
+
+            accelerator.backward(losses["total"])
+            if stage.max_grad_norm:
+                accelerator.clip_grad_norm_(params, stage.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            record["lr"] = scheduler.get_last_lr()[0]
+            log.steps.append({"step": step, **record})
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['total']:.4g}", refresh=False)
+
+            if evaluate is not None and _should(stage.eval_every, step, total, steps_per_epoch):
+                if main:
+                    metrics = evaluate()
+                    log.evals.append({"step": step, **{k: float(v) for k, v in metrics.items()}})
+                    bar.write(f"[{name}] step {step}: " + ", ".join(
+                        f"{k}={v:.4f}" for k, v in metrics.items()))
+                for module in wrapped.values():
+                    module.train()
+                accelerator.wait_for_everyone()
+            if checkpoint_dir is not None and (
+                    step == total or (checkpoint_every and step % checkpoint_every == 0)):
+                save(step)
+            for callback in callbacks:
+                callback(StepInfo(name, step, total, epoch, record))
+    finally:
+        bar.close()
+        log.seconds += time.perf_counter() - t0
+        for module in wrapped.values():  # drop mixed-precision forward wrappers, if any
+            accelerator.unwrap_model(module, keep_fp32_wrapper=False)
+        accelerator.free_memory()
+
+    if world > 1 and evaluate is not None:  # evaluations ran on the main process: share them
+        log.evals = gather_object([log.evals])[0]
+    history.stages[name] = log
+    return history
