@@ -1,0 +1,126 @@
+"""Smoke tests of the benchmark scripts in bench/: each runs end to end on a tiny budget.
+
+The scripts are run as a user runs them (``python bench/<script>.py ...`` in a subprocess),
+with the ``ci`` budget cut further by overrides, and their outputs are checked for content,
+not just existence. The numbers themselves mean nothing at this size.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+# Every training stage of the ci profile cut to 2 optimiser steps.
+TINY = [f"--set={key}.max_steps=2" for key in
+        ("teacher", "general", "task_intermediate", "task_prediction")]
+
+pytestmark = pytest.mark.slow
+
+
+def run(script: str, *args: str, cache: Path | None = None, timeout: int = 900
+        ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    if cache is not None:
+        env["TINYLAB_CACHE"] = str(cache)
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+@pytest.fixture()
+def bench_cache(isolated_cache: Path, teacher_asset_dir: Path) -> Path:
+    """An empty cache that still sees the verified offline assets (no download)."""
+    isolated_cache.mkdir(parents=True, exist_ok=True)
+    (isolated_cache / "assets").symlink_to(teacher_asset_dir.parent, target_is_directory=True)
+    return isolated_cache
+
+
+def test_ablations_runs_resumes_and_tabulates(tmp_path, bench_cache):
+    out = tmp_path / "results"
+    args = ["--budget", "ci", "--seeds", "1", "--variants", "full,gold", "--output", str(out),
+            *TINY]
+    first = run("ablations.py", *args, cache=bench_cache)
+    assert "0 of 2 runs already done" in first.stdout
+
+    runs = {p.stem: json.loads(p.read_text()) for p in (out / "ablation_runs").glob("*.json")}
+    assert set(runs) == {"full__seed42", "gold__seed42"}
+    full, gold = runs["full__seed42"], runs["gold__seed42"]
+    assert 0.0 <= full["test"]["accuracy"] <= 1.0 and full["test"]["n"] > 0
+    assert set(full["stages"]) == {"intermediate", "prediction"}  # GD is shared, not re-run
+    assert full["general_student"]["steps"] == 2
+    assert set(gold["stages"]) == {"gold"}
+    # the baseline gets as many optimiser steps as full TinyBERT's two task stages
+    assert gold["stages"]["gold"]["steps"] == (full["stages"]["intermediate"]["steps"]
+                                               + full["stages"]["prediction"]["steps"])
+    assert full["budget"]["budget"] == "ci" and "teacher.max_steps=2" in full["budget"]["overrides"]
+
+    table = (out / "ablations.md").read_text()
+    assert "budget `ci`" in table and "`full`" in table and "`gold`" in table
+    result = json.loads((out / "ablations.json").read_text())
+    assert set(result["variants"]) == {"full", "gold"}
+    assert result["variants"]["gold"]["delta"] == pytest.approx(
+        result["variants"]["gold"]["accuracy_mean"] - result["variants"]["full"]["accuracy_mean"])
+    assert (out / "ablations.png").stat().st_size > 0
+
+    second = run("ablations.py", *args, cache=bench_cache)  # resumable: nothing is redone
+    assert "2 of 2 runs already done; 0 to run" in second.stdout
+
+
+def test_ablations_rejects_unknown_variant(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "ablations.py"), "--variants", "full,nope",
+                           "--output", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown variant(s) ['nope']" in proc.stderr
+
+
+def test_run_all_speed_and_inference(tmp_path, bench_cache, tiny_teacher_dir, tiny_bert_dir):
+    """run_all.py drives speed.py (real models, 16 examples) and inference.py (tiny saved
+    BERTs) end to end and collects their fragments."""
+    out = tmp_path / "results"
+    run("run_all.py", "--budget", "ci", "--only", "speed,inference", "--output", str(out),
+        "--pass", "speed=--examples 16 --epochs 2 --stages general,prediction "
+                  "--settings optimised,no_reuse --peak-size 256",
+        "--pass", f"inference=--teacher {tiny_teacher_dir} --student {tiny_bert_dir} "
+                  "--rounds 1 --repeats 1", cache=bench_cache)
+
+    speed = json.loads((out / "speed.json").read_text())
+    runs = {(r["stage"], r["setting"]): r for r in speed["runs"]}
+    assert set(runs) == {(s, t) for s in ("general", "prediction")
+                         for t in ("optimised", "no_reuse")}
+    for (stage, setting), r in runs.items():
+        assert r["steps"] == 2 and r["examples"] == 32  # 16 examples, batch 32, 2 epochs
+        assert r["teacher_outputs"] == ("cache" if setting == "optimised" else "on-the-fly")
+        assert r["padded_tokens"] >= r["real_tokens"] > 0
+        assert r["flops"]["trained_model"] > 0 and r["flops"]["teacher"] > 0
+        parts = r["parts_seconds"]
+        assert parts["student_forward"] > 0 and parts["backward"] > 0
+        assert parts["teacher_forward"] > 0
+        assert sum(parts.values()) == pytest.approx(r["seconds"], rel=0.02)
+    # reused outputs: the teacher runs once per example instead of once per batch and epoch
+    assert (runs[("prediction", "optimised")]["flops"]["teacher"]
+            < runs[("prediction", "no_reuse")]["flops"]["teacher"])
+    assert speed["peak"]["flops_per_s"] > 0
+
+    inference = json.loads((out / "inference.json").read_text())
+    rows = inference["models"]
+    assert set(rows) == {"teacher fp32", "teacher int8", "student fp32", "student int8"}
+    assert rows["teacher fp32"]["speedup_b1"] == pytest.approx(1.0)
+    for name in ("teacher", "student"):
+        assert rows[f"{name} int8"]["size_bytes"] < rows[f"{name} fp32"]["size_bytes"]
+        assert rows[f"{name} fp32"]["safetensors_bytes"] > 0
+        assert rows[f"{name} int8"]["params"] == rows[f"{name} fp32"]["params"]
+        for b in ("1", "32"):
+            assert rows[f"{name} fp32"]["latency"][b]["median_ms"] > 0
+    assert (out / "inference.png").stat().st_size > 0
+
+    text = (out / "RESULTS.md").read_text()
+    assert text.startswith("## Results (budget `ci`)")
+    assert "### Distillation speed (budget `ci`)" in text and "GEMM" in text
+    assert "| prediction | no_reuse |" in text and "| student | int8 dynamic |" in text
+    assert "### Ablations" not in text  # not selected with --only
