@@ -30,7 +30,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -216,18 +215,10 @@ def matmul_peak(n: int = 2048, repeats: int = 5, threads: int | None = None) -> 
 # --------------------------------------------------------------------------------------------
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` atomically (the package's helper: temporary file, fsync, rename)."""
+    from tinylab.distill.checkpoint import atomic_write_text
+
+    return atomic_write_text(path, text)
 
 
 def _plain(obj: Any) -> Any:
