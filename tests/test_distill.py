@@ -28,16 +28,6 @@ from tinylab.distill.stages import _training_set
 LABELS = ["negative", "positive"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy CPU the threads' barriers
-    cost more than the work (measured: 20x slower with 2 threads under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Interrupt(RuntimeError):
     """Raised by a test callback to simulate a crash after a given step."""
 

@@ -16,16 +16,6 @@ TINY = {"student.num_layers": 2, "student.hidden_size": 32, "student.num_heads":
         "augment.n_aug": 1, "task_intermediate.epochs": 2.0}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy CPU the threads' barriers
-    cost more than the work (measured: 20x slower with 2 threads under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Interrupt(RuntimeError):
     pass
 
