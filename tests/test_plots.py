@@ -47,9 +47,11 @@ def test_plot_accuracy_latency():
                       index=["teacher", "student"])
     fig = plots.plot_accuracy_latency(df)
     (ax,) = fig.get_axes()
-    assert len(ax.collections) == 1 and len(ax.texts) == 2
-    sizes = ax.collections[0].get_sizes()
-    assert sizes[0] / sizes[1] == pytest.approx(22.7 / 7.3)  # area proportional to params
+    assert len(ax.collections) == 2                      # one bubble per model
+    teacher, student = (c.get_sizes()[0] for c in ax.collections)
+    assert teacher / student == pytest.approx(22.7 / 7.3)  # area proportional to params
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert names == ["teacher (22.7M)", "student (7.3M)"]   # named in the legend, not on top
     assert "latency_b32_ms" in ax.get_xlabel() and ax.get_ylabel() == "accuracy"
     with pytest.raises(ValueError, match="column"):
         plots.plot_accuracy_latency(df, x="nope")

@@ -147,11 +147,15 @@ def plot_accuracy_latency(df: Any, *, x: str | None = None, y: str = "accuracy",
     ax = fig.add_subplot()
     sizes = df[size].to_numpy(dtype=float)
     area = 1500.0 * sizes / sizes.max()
-    colors = [f"C{i % 10}" for i in range(len(df))]
-    ax.scatter(df[x], df[y], s=area, c=colors, alpha=0.55, edgecolors="black")
-    for name, xv, yv, sv in zip(df.index, df[x], df[y], sizes):
-        ax.annotate(f"{name}\n{sv / 1e6:.1f}M" if size == "params" else str(name), (xv, yv),
-                    xytext=(6, 6), textcoords="offset points", fontsize="small")
+    # One scatter call per model so the legend names it: labels written next to the bubbles
+    # overlap as soon as several students land at the same latency.
+    for i, (name, xv, yv, sv, av) in enumerate(zip(df.index, df[x], df[y], sizes, area)):
+        label = f"{name} ({sv / 1e6:.1f}M)" if size == "params" else str(name)
+        ax.scatter([xv], [yv], s=av, color=f"C{i % 10}", alpha=0.55, edgecolors="black",
+                   label=label)
+    legend = ax.legend(fontsize="small", loc="best")
+    for handle in legend.legend_handles:     # equal, small markers in the legend
+        handle.set_sizes([60.0])
     ax.set(xlabel=f"{x} (median, lower is better)", ylabel=y,
            title=f"{y} vs latency (bubble area = {size})")
     ax.margins(0.25)
