@@ -49,14 +49,15 @@ BUDGETS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "ci": ("ci", (), "the ci profile: a few hundred examples, one epoch per stage (smoke test; "
                      "the numbers mean nothing)"),
     "bench": ("quick", (
-        "augment.max_examples=1200",   # task distillation sees 1,200 of the 10,203 sources
-        "augment.n_aug=2",             # ... each with up to 2 augmentations (quick: 4)
-        "data.general_size=2000",      # general distillation on 2,000 sentences (quick: 8,000)
-        "task_intermediate.epochs=1",  # one pass over those (quick: 1 epoch, capped at
-        "task_prediction.epochs=1",    # 500 and 800 steps over ~50,000 augmented examples)
-    ), "the quick profile (same teacher, student shape, splits, learning rates) with the "
-       "student stages shrunk: 1,200 task sources with up to 2 augmentations each, 1 epoch "
-       "per task stage, general distillation on 2,000 sentences"),
+        "augment.max_examples=1200",      # task distillation sees 1,200 of the 10,203 sources
+        "augment.n_aug=2",                # ... each with up to 2 augmentations (quick: 4)
+        "task_intermediate.epochs=10",    # 300 steps per task stage (quick: 500 and 800);
+        "task_intermediate.max_steps=300",  # epochs only bound the runs on fewer examples,
+        "task_prediction.epochs=10",      # so w/o DA trains as many steps on the 1,200
+        "task_prediction.max_steps=300",  # sources alone
+    ), "the quick profile (same teacher, general distillation, student shape, splits, learning "
+       "rates) with the task stages shrunk: 1,200 task sources with up to 2 augmentations "
+       "each, 300 steps per task stage"),
     "quick": ("quick", (), "the quick profile unchanged (the course's budget; several hours "
                            "for the full ablation grid on a 2-core CPU)"),
 }
