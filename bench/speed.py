@@ -1,6 +1,6 @@
 """How fast tinylab distils: throughput per stage, what each optimisation buys, where time goes.
 
-    .venv/bin/python bench/speed.py                         # bench budget (a few minutes)
+    .venv/bin/python bench/speed.py                         # bench budget (about 8 minutes)
     .venv/bin/python bench/speed.py --budget ci --examples 64 --epochs 2   # smoke test
 
 For each training stage - teacher fine-tuning, general distillation (GD), task distillation
