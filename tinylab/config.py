@@ -18,6 +18,9 @@ Profiles (see ``PROFILES``):
   Needs the model hub and, realistically, a GPU.
 
 Resolution order of the profile name: explicit argument, else ``$TINYLAB_PROFILE``, else ``quick``.
+``$TINYLAB_DEVICE`` and ``$TINYLAB_PRECISION``, when set, override ``device`` and ``precision``
+of every profile (explicit overrides still win): that is how a notebook on Colab, or
+``make gpu-check``, moves the whole course to another device without editing a cell.
 """
 from __future__ import annotations
 
@@ -186,6 +189,10 @@ class Config:
     cache_teacher_outputs: bool = True
     group_by_length: bool = True
     eval_batch_size: int = 64
+    # Where and in which precision to train (tinylab.device): "auto" = CUDA, else MPS, else CPU.
+    device: str = "auto"
+    # "fp32", "bf16" / "fp16" (autocast through Accelerate; weights stay fp32), or "auto".
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready nested dict (used in reports and cache keys)."""
@@ -284,7 +291,29 @@ def get_config(profile: str | None = None, overrides: Iterable[str] | Mapping[st
     and type-checked against the field) or a mapping ``{"teacher.epochs": 2}``.
     """
     cfg = PROFILES[resolve_profile_name(profile)]()
-    return apply_overrides(cfg, overrides)
+    from_env = {key: os.environ[var] for key, var in ENV_OVERRIDES.items()
+                if os.environ.get(var, "").strip()}
+    cfg = apply_overrides(cfg, from_env)
+    cfg = apply_overrides(cfg, overrides)
+    _check_choices(cfg)
+    return cfg
+
+
+#: Settings that an environment variable overrides in every profile.
+ENV_OVERRIDES = {"device": "TINYLAB_DEVICE", "precision": "TINYLAB_PRECISION"}
+
+
+def _check_choices(cfg: Config) -> None:
+    """Settings with a fixed set of values: refuse a typo before any work, naming the key."""
+    from tinylab.device import DEVICES, PRECISIONS
+
+    choices = {"device": (cfg.device, DEVICES), "precision": (cfg.precision, PRECISIONS)}
+    for key, (value, allowed) in choices.items():
+        if str(value).strip().lower() not in allowed:
+            var = ENV_OVERRIDES.get(key)
+            source = f" (from ${var})" if var and os.environ.get(var) == value else ""
+            raise ValueError(f"bad value {value!r} for {key}{source}: use one of "
+                             f"{', '.join(allowed)}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ how much smaller is it, how much faster does it answer? (The same three-way view
 
 * :func:`evaluate_model` - accuracy, macro-F1 and the confusion matrix;
 * :func:`count_parameters` and :func:`size_on_disk` - what the model costs to store;
-* :func:`measure_latency` - CPU milliseconds per batch (batch 1 = one user waiting, batch 32 =
+* :func:`measure_latency` - milliseconds per batch on the model's device (batch 1 = one user waiting, batch 32 =
   throughput), warm-up first, then the median of repeats;
 * :func:`compare_models` - all of it for several models in one table, every model timed in the
   same run on the same inputs, with speed-up and size ratios against a reference model.
@@ -48,10 +48,17 @@ def _default_max_length(model: Any, tokenizer: Any) -> int:
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+    from tinylab.device import model_device
+
+    return model_device(model)
+
+
+def _model_dtype(model: torch.nn.Module) -> str:
+    """``"float32"``, ``"bfloat16"``, ... of the weights; ``"int8 dynamic"`` when quantized."""
+    if _has_packed_params(model):
+        return "int8 dynamic"
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    return "/".join(sorted(str(d).removeprefix("torch.") for d in dtypes)) or "none"
 
 
 def _text_batches(texts: Sequence[str], tokenizer: Any, batch_size: int, max_length: int
@@ -300,8 +307,15 @@ def _latency_inputs(tokenizer: Any, texts: Sequence[str], batch_size: int,
 def _time_interleaved(models: Mapping[str, torch.nn.Module],
                       inputs: Mapping[str, Mapping[str, torch.Tensor]], *, warmup: int,
                       repeats: int) -> dict[str, list[float]]:
-    """Seconds per forward for each model; rounds alternate between the models."""
+    """Seconds per forward for each model; rounds alternate between the models.
+
+    GPUs run kernels asynchronously: the clock is read only after :func:`tinylab.device.
+    synchronize`, so a time covers the work, not just its launch.
+    """
+    from tinylab.device import synchronize
+
     states = {name: m.training for name, m in models.items()}
+    devices = {name: _model_device(m) for name, m in models.items()}
     for m in models.values():
         m.eval()
     times: dict[str, list[float]] = {name: [] for name in models}
@@ -310,10 +324,13 @@ def _time_interleaved(models: Mapping[str, torch.nn.Module],
             for name, m in models.items():
                 for _ in range(warmup):  # first calls allocate buffers and pick kernels
                     m(**inputs[name])
+                synchronize(devices[name])
             for _ in range(repeats):
                 for name, m in models.items():
+                    synchronize(devices[name])
                     start = time.perf_counter()
                     m(**inputs[name])
+                    synchronize(devices[name])
                     times[name].append(time.perf_counter() - start)
     finally:
         for name, m in models.items():
@@ -321,12 +338,23 @@ def _time_interleaved(models: Mapping[str, torch.nn.Module],
     return times
 
 
-def _summarise(seconds: list[float], batch_size: int, seq_len: int) -> dict[str, float]:
+def _summarise(seconds: list[float], batch_size: int, seq_len: int, model: torch.nn.Module
+               ) -> dict[str, Any]:
     ms = np.asarray(seconds) * 1000.0
     median = float(statistics.median(ms))
     return {"median_ms": median, "p90_ms": float(np.percentile(ms, 90)),
             "examples_per_s": batch_size / (median / 1000.0), "seq_len": seq_len,
-            "repeats": len(ms), "threads": torch.get_num_threads()}
+            "repeats": len(ms), "threads": torch.get_num_threads(),
+            "device": str(_model_device(model)), "dtype": _model_dtype(model)}
+
+
+def _check_same_device(models: Mapping[str, torch.nn.Module]) -> None:
+    """Latencies are only comparable on one device: refuse a mix, naming each model's."""
+    devices = {name: str(_model_device(m)) for name, m in models.items()}
+    if len(set(devices.values())) > 1:
+        where = ", ".join(f"{name} on {d}" for name, d in devices.items())
+        raise ValueError(f"cannot compare latencies across devices ({where}); move every model "
+                         f"to one device first, e.g. model.to(teacher.device)")
 
 
 def _latency_many(models: Mapping[str, torch.nn.Module], tokenizers: Mapping[str, Any],
@@ -335,6 +363,7 @@ def _latency_many(models: Mapping[str, torch.nn.Module], tokenizers: Mapping[str
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, "
                          f"warmup={warmup}")
+    _check_same_device(models)
     texts = list(texts)
     out: dict[str, dict[int, dict[str, float]]] = {name: {} for name in models}
     for bs in batch_sizes:
@@ -349,19 +378,20 @@ def _latency_many(models: Mapping[str, torch.nn.Module], tokenizers: Mapping[str
         times = _time_interleaved(models, inputs, warmup=warmup, repeats=repeats)
         for name in models:
             out[name][int(bs)] = _summarise(times[name], int(bs),
-                                            int(inputs[name]["input_ids"].shape[1]))
+                                            int(inputs[name]["input_ids"].shape[1]), models[name])
     return out
 
 
 def measure_latency(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *,
                     batch_sizes: Iterable[int] = (1, 32), seq_len: int | None = None,
                     warmup: int = 3, repeats: int = 10) -> dict[int, dict[str, float]]:
-    """CPU latency of one forward pass, per batch size.
+    """Latency of one forward pass on the model's own device, per batch size.
 
     For each batch size b the input is fixed: the first b of ``texts`` (cycled when there are
     fewer), padded to the longest (or to ``seq_len``). ``warmup`` untimed calls, then
-    ``repeats`` timed calls. Returns ``{b: {"median_ms", "p90_ms", "examples_per_s",
-    "seq_len", "repeats", "threads"}}`` where ``examples_per_s = b / median``.
+    ``repeats`` timed calls (on a GPU each one synchronised before the clock is read). Returns
+    ``{b: {"median_ms", "p90_ms", "examples_per_s", "seq_len", "repeats", "threads",
+    "device", "dtype"}}`` where ``examples_per_s = b / median``.
 
     To compare a teacher and a student use :func:`compare_models` (same inputs, interleaved
     timing); two separate calls to this function are exposed to different background load.
@@ -390,7 +420,8 @@ def compare_models(models: Mapping[str, torch.nn.Module], tokenizer: Any, eval_d
     Columns: ``accuracy``, ``macro_f1``, ``params``, ``non_embedding_params``, ``size_mb``
     (10^6 bytes), ``latency_b{b}_ms`` (median) for each batch size, ``speedup_b{b}``
     (reference latency / this latency), ``size_ratio`` (reference bytes / these bytes) and
-    ``params_ratio``. Latencies are measured in this one call, rounds interleaved across models.
+    ``params_ratio``, plus ``device`` and ``dtype``. Latencies are measured in this one call,
+    rounds interleaved across models; all models must be on one device (else ``ValueError``).
     """
     import pandas as pd
 
@@ -405,6 +436,7 @@ def compare_models(models: Mapping[str, torch.nn.Module], tokenizer: Any, eval_d
     missing = [n for n in names if n not in tokenizers]
     if missing:
         raise ValueError(f"no tokenizer for {missing}")
+    _check_same_device(models)
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
         metrics = evaluate_model(models[name], eval_ds, tokenizers[name], batch_size=batch_size)
@@ -416,6 +448,8 @@ def compare_models(models: Mapping[str, torch.nn.Module], tokenizer: Any, eval_d
     for name in names:
         for bs in batch_sizes:
             rows[name][f"latency_b{bs}_ms"] = latency[name][int(bs)]["median_ms"]
+        rows[name]["device"] = latency[name][int(batch_sizes[0])]["device"]
+        rows[name]["dtype"] = latency[name][int(batch_sizes[0])]["dtype"]
     ref = rows[reference]
     for name in names:
         row = rows[name]

@@ -112,8 +112,13 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
                                  task_distillation)
     from tinylab.distill.stages import general_cache_key, teacher_cache_key
 
+    from tinylab.device import describe, resolve_device, resolve_precision
+
+    # Device and precision first: a machine that lacks them fails here, before any data loads.
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     out = Path(output_dir) if output_dir is not None else default_output_dir(cfg)
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(cfg.device, cfg.precision)
     main = accelerator.is_main_process
     checkpoints = out / "checkpoints"
     common = dict(accelerator=accelerator, resume=resume, progress=progress,
@@ -127,7 +132,7 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     if main:
         out.mkdir(parents=True, exist_ok=True)
     say(f"output folder {out.resolve()}; {accelerator.num_processes} process(es) on "
-        f"{accelerator.device}")
+        f"{describe(accelerator.device, precision)}")
 
     start = time.perf_counter()
     data = load_task(cfg.data)
@@ -173,7 +178,8 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     report: dict[str, Any] = {}
     if main:
         report = _evaluate_and_write(cfg, out, teacher, student, tokenizer, data, history, wall,
-                                     accelerator.num_processes)
+                                     accelerator.num_processes,
+                                     describe(accelerator.device, precision))
         shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete
         print(results_table(report), flush=True)
         say(f"wrote {out / 'report.json'}, {out / 'student'}, {out / 'teacher'} and plots")
@@ -182,11 +188,12 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
 
 
 def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, data, history,
-                        wall: dict, processes: int) -> dict[str, Any]:
+                        wall: dict, processes: int, training_device: str) -> dict[str, Any]:
     """Export both models, evaluate the exported folders on the test split, write everything.
 
     The exported folders are what users deploy (standard ``sdpa`` attention, no tinylab), so
-    they are what gets timed.
+    they are what gets timed: both loaded on the CPU, in float32, whatever the training device
+    (``training_device`` is recorded in the report).
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -237,6 +244,7 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
                     "total_seconds": round(sum(w["seconds"] for w in wall.values()), 2)},
         "stages": {name: log.info for name, log in history.stages.items()},
         "processes": processes,
+        "training_device": training_device,
         "config": cfg.to_dict(),
         "versions": library_versions(),
     }

@@ -45,6 +45,7 @@ from tinylab.distill.checkpoint import (CheckpointError, capture_rng_state, late
 from tinylab.distill.history import History, StageLog
 
 __all__ = ["make_accelerator", "train_stage", "StepInfo", "NonFiniteLossError", "model_inputs",
+           "batch_to_device",
            "MODEL_INPUTS", "EXAMPLE_INDEX"]
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -67,26 +68,43 @@ class StepInfo:
     record: dict[str, float]
 
 
-def make_accelerator(**kwargs: Any):
-    """An ``accelerate.Accelerator`` for this machine.
+def make_accelerator(device: str = "auto", precision: str = "fp32", **kwargs: Any):
+    """An ``accelerate.Accelerator`` for ``device`` and ``precision`` (``Config.device`` /
+    ``Config.precision``; see :mod:`tinylab.device`).
 
-    On a machine without a GPU (or other accelerator), several processes started by
-    ``torchrun`` are only recognised as a multi-process CPU run (gloo) when Accelerate is told
-    ``cpu=True``; we set it in that case so ``torchrun --nproc_per_node 2 ... tinylab distill``
-    trains data-parallel on two CPU processes. On GPUs nothing is forced. (``accelerate launch
-    --cpu --num_processes 2`` starts a single process on such a machine; use ``torchrun``.)
+    Both are checked first (:func:`tinylab.device.resolve_device` and
+    :func:`~tinylab.device.resolve_precision`): a device or precision this machine lacks is a
+    one-line :class:`~tinylab.device.DeviceError`. ``device="cpu"`` sets Accelerate's
+    ``cpu=True``, which also makes several processes started by ``torchrun`` on a machine
+    without a GPU a multi-process CPU run (gloo), so ``torchrun --nproc_per_node 2 ... tinylab
+    distill`` trains data-parallel on two CPU processes. (``accelerate launch --cpu
+    --num_processes 2`` starts a single process on such a machine; use ``torchrun``.)
+    ``precision`` becomes ``mixed_precision`` (autocast; the master weights stay fp32).
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    has_accelerator = (torch.accelerator.current_accelerator() is not None
-                       if hasattr(torch, "accelerator") else torch.cuda.is_available())
-    kwargs.setdefault("cpu", not has_accelerator)
+    from tinylab.device import accelerate_precision, resolve_device, resolve_precision
+
+    target = resolve_device(device)
+    kwargs.setdefault("cpu", target.type == "cpu")
+    kwargs.setdefault("mixed_precision", accelerate_precision(resolve_precision(precision,
+                                                                                target)))
     # Ablations (e.g. hidden weight 0) leave some parameters without a gradient; DDP must be
     # told to expect that, or it stops with "Expected to have finished reduction".
     kwargs.setdefault("kwargs_handlers",
                       [DistributedDataParallelKwargs(find_unused_parameters=True)])
     return Accelerator(**kwargs)
+
+
+def batch_to_device(batch: Mapping[str, torch.Tensor], device: torch.device | str
+                    ) -> dict[str, torch.Tensor]:
+    """Move a collated batch to the training device, except its ``example_idx`` column.
+
+    ``example_idx`` only tells the teacher-output cache (which lives in CPU memory) which rows
+    to fetch; keeping it on the CPU saves a device-to-host copy (and a GPU sync) per step.
+    """
+    return {k: (v if k == EXAMPLE_INDEX else v.to(device)) for k, v in batch.items()}
 
 
 def model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -285,7 +303,7 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
                 batches = _epoch_batches(loader, epoch)
                 current_epoch = epoch
             batch = _collate(loader, batches[position * world + rank])
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            batch = batch_to_device(batch, accelerator.device)
 
             losses = loss_fn(wrapped, batch)
             values = torch.stack([v.detach().float() for v in losses.values()])

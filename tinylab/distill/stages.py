@@ -202,11 +202,14 @@ def finetune_teacher(cfg: Config, data, *, cache: bool = True, accelerator=None,
     ``data``: the ``DatasetDict`` of :func:`tinylab.data.load_task`. With ``cache`` the result
     is stored under ``cache_dir()/"teachers"/<teacher_cache_key(cfg)>`` and later calls with
     the same configuration load it instead of training (the history comes along). The model is
-    returned in eval mode.
+    returned in eval mode, on ``accelerator.device`` (default: the device of ``cfg.device``),
+    whether it was trained now or loaded from the cache: send batches to ``model.device``.
     """
     from tinylab.assets import cache_dir
+    from tinylab.device import resolve_device
     from tinylab.models import load_teacher
 
+    device = accelerator.device if accelerator is not None else resolve_device(cfg.device)
     labels = _label_names(data["train"])
     folder = cache_dir() / "teachers" / teacher_cache_key(cfg)
     if cache and (folder / "history.json").exists():
@@ -215,11 +218,11 @@ def finetune_teacher(cfg: Config, data, *, cache: bool = True, accelerator=None,
         if cached != labels:
             raise ValueError(f"the cached teacher in {folder} predicts labels {cached} but the "
                              f"data has {labels}; delete that folder to fine-tune again")
-        return model.eval(), tokenizer, History.from_json(folder / "history.json")
+        return model.to(device).eval(), tokenizer, History.from_json(folder / "history.json")
 
     from accelerate.utils import set_seed
 
-    accelerator = accelerator or make_accelerator()
+    accelerator = accelerator or make_accelerator(cfg.device, cfg.precision)
     set_seed(cfg.seed)  # the new classification head is drawn from the seeded generator
     model, tokenizer = load_teacher(cfg.teacher.model, num_labels=len(labels), id2label=labels)
     train = _training_set(data["train"], tokenizer, cfg.data.max_length, labels=True)
@@ -246,7 +249,7 @@ def finetune_teacher(cfg: Config, data, *, cache: bool = True, accelerator=None,
                 (tmp / "tinylab.json").write_text(json.dumps(
                     {"kind": "teacher", "key": folder.name, "config": cfg.to_dict()}, indent=1))
         accelerator.wait_for_everyone()
-    return model.eval(), tokenizer, history
+    return model.to(device).eval(), tokenizer, history
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,7 +276,7 @@ def general_distillation(cfg: Config, teacher, student, corpus, *, tokenizer=Non
     from tinylab.models import check_compatible
 
     tokenizer = _tokenizer_for(teacher, tokenizer)
-    accelerator = accelerator or make_accelerator()
+    accelerator = accelerator or make_accelerator(cfg.device, cfg.precision)
     check_compatible(teacher, student, tokenizer=tokenizer,
                      need_attention=cfg.loss.attention_weight != 0,
                      layer_mapping=cfg.loss.layer_mapping)
@@ -325,12 +328,16 @@ def general_student(cfg: Config, *, num_labels: int | None = None,
     ``cache_dir()/"general"/<general_cache_key(cfg)>``; later calls (other notebooks,
     benchmarks, the command line) load it. The loaded student gets a fresh classification head
     for ``num_labels`` / ``id2label``. ``cfg.general.enabled=False`` skips GD and returns the
-    freshly built student with an empty history.
+    freshly built student with an empty history. The student is returned in training mode on
+    ``accelerator.device`` (default: the device of ``cfg.device``).
     """
     from accelerate.utils import set_seed
 
     from tinylab.assets import cache_dir
+    from tinylab.device import resolve_device
     from tinylab.models import build_student, load_teacher
+
+    device = accelerator.device if accelerator is not None else resolve_device(cfg.device)
 
     if teacher is None:
         teacher, loaded_tok = load_teacher(cfg.teacher.general_model or cfg.teacher.model,
@@ -341,13 +348,13 @@ def general_student(cfg: Config, *, num_labels: int | None = None,
     if cache and cfg.general.enabled and (folder / "history.json").exists():
         spec = dataclasses.replace(cfg.student, init=str(folder))
         student = _seeded_head(build_student(teacher, spec, **labels), cfg.seed)
-        return student, History.from_json(folder / "history.json")
+        return student.to(device), History.from_json(folder / "history.json")
 
     set_seed(cfg.seed)  # the student's random initialisation is part of the experiment
     student = build_student(teacher, cfg.student, **labels)
     if not cfg.general.enabled:
-        return student, History()
-    accelerator = accelerator or make_accelerator()
+        return student.to(device), History()
+    accelerator = accelerator or make_accelerator(cfg.device, cfg.precision)
     tokenizer = _tokenizer_for(teacher, tokenizer)
     if corpus is None:
         from tinylab.data import load_general_corpus
@@ -368,7 +375,7 @@ def general_student(cfg: Config, *, num_labels: int | None = None,
                     {"kind": "general student", "key": folder.name, "config": cfg.to_dict()},
                     indent=1))
         accelerator.wait_for_everyone()
-    return _seeded_head(student, cfg.seed), history
+    return _seeded_head(student, cfg.seed).to(device), history
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,7 +409,7 @@ def task_distillation(cfg: Config, teacher, student, train, validation=None, *, 
     from tinylab.models import check_compatible
 
     tokenizer = _tokenizer_for(teacher, tokenizer)
-    accelerator = accelerator or make_accelerator()
+    accelerator = accelerator or make_accelerator(cfg.device, cfg.precision)
     a, b = cfg.task_intermediate, cfg.task_prediction
     ds = _training_set(train, tokenizer, cfg.data.max_length, labels=False)
     world = accelerator.num_processes
@@ -486,7 +493,7 @@ def train_baseline(cfg: Config, teacher, student, data, kind: str = "gold", *,
 
     stage = stage or dataclasses.replace(cfg.task_prediction, enabled=True)
     tokenizer = _tokenizer_for(teacher if teacher is not None else student, tokenizer)
-    accelerator = accelerator or make_accelerator()
+    accelerator = accelerator or make_accelerator(cfg.device, cfg.precision)
     ds = _training_set(data["train"], tokenizer, cfg.data.max_length, labels=kind == "gold")
     info: dict[str, Any] = {"baseline": kind}
 

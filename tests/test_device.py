@@ -1,0 +1,318 @@
+"""Device placement, checked without a GPU.
+
+No machine here has a GPU, so the GPU path is made right by construction and tested on
+PyTorch's ``meta`` device: a meta tensor has a shape and a device but no data, and any
+operation that mixes it with a CPU tensor raises "Tensor on device cpu is not on the expected
+device meta" - the same mistake that fails on CUDA. The stage functions
+(:func:`finetune_teacher`, :func:`general_distillation`, :func:`task_distillation`,
+:func:`train_baseline`) run with a stand-in for :func:`train_stage` that puts their modules and
+one real batch on ``meta`` (through the loop's own :func:`batch_to_device`) and calls their
+actual ``loss_fn`` plus ``backward``: a stray CPU tensor in a loss, a teacher left on another
+device or a batch not moved would raise. What needs values (the loop's logging, evaluation)
+cannot run on ``meta``; ``make gpu-check`` runs those on a real GPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import WORDS
+
+from tinylab import device as dev
+from tinylab.config import get_config
+from tinylab.distill import loop, stages
+from tinylab.distill.history import History, StageLog
+
+LABELS = ["negative", "positive"]
+META = torch.device("meta")
+
+
+# --------------------------------------------------------------------------------------------
+# Settings: resolution and one-line errors before any work
+# --------------------------------------------------------------------------------------------
+
+def test_auto_resolves_to_an_available_device():
+    device = dev.resolve_device("auto")
+    if torch.cuda.is_available():
+        assert device.type == "cuda"
+    else:
+        assert device.type in {"cpu", "mps"}
+    assert dev.resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_clear_line():
+    with pytest.raises(dev.DeviceError) as err:
+        dev.resolve_device("cuda")
+    message = str(err.value)
+    assert "\n" not in message and "device=cuda" in message
+    assert torch.__version__ in message and "device=auto" in message
+
+
+def test_unknown_device_and_precision_name_the_key(monkeypatch):
+    with pytest.raises(ValueError, match="bad value 'gpu' for device"):
+        get_config("ci", ["device=gpu"])
+    with pytest.raises(ValueError, match="bad value 'int4' for precision"):
+        get_config("ci", ["precision=int4"])
+    monkeypatch.setenv("TINYLAB_DEVICE", "tpu")
+    with pytest.raises(ValueError, match=r"for device \(from \$TINYLAB_DEVICE\)"):
+        get_config("ci")
+
+
+def test_environment_sets_device_and_explicit_override_wins(monkeypatch):
+    monkeypatch.setenv("TINYLAB_DEVICE", "cpu")
+    monkeypatch.setenv("TINYLAB_PRECISION", "bf16")
+    cfg = get_config("ci")
+    assert (cfg.device, cfg.precision) == ("cpu", "bf16")
+    assert get_config("ci", ["precision=fp32"]).precision == "fp32"
+
+
+def test_precision_checks_the_hardware(monkeypatch):
+    cpu = torch.device("cpu")
+    assert dev.resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(dev.DeviceError, match="precision=fp16 needs a CUDA GPU"):
+        dev.resolve_precision("fp16", cpu)
+    monkeypatch.setattr(dev, "cpu_supports_bf16", lambda: False)
+    assert dev.resolve_precision("auto", cpu) == "fp32"
+    with pytest.raises(dev.DeviceError) as err:
+        dev.resolve_precision("bf16", cpu)
+    assert "\n" not in str(err.value) and "precision=bf16" in str(err.value)
+    monkeypatch.setattr(dev, "cpu_supports_bf16", lambda: True)
+    assert dev.resolve_precision("auto", cpu) == "bf16"
+    assert dev.accelerate_precision("bf16") == "bf16" and dev.accelerate_precision("fp32") == "no"
+
+
+def test_this_cpu_reports_its_bf16_flag():
+    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    expected = any(f in flags.split() for f in ("avx512_bf16", "amx_bf16", "bf16"))
+    assert dev.cpu_supports_bf16() == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_refuses_cuda_before_any_data_loads(tmp_path, capsys, monkeypatch):
+    from tinylab import cli, data
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data was loaded before the device was checked")
+
+    monkeypatch.setattr(data, "load_task", no_loading)
+    out = tmp_path / "run"
+    code = cli.main(["distill", "--profile", "ci", "--output", str(out), "--set", "device=cuda"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "device=cuda" in err
+    assert not out.exists()
+
+
+def test_make_accelerator_follows_the_settings():
+    acc = loop.make_accelerator("cpu", "fp32")
+    assert acc.device.type == "cpu" and acc.mixed_precision == "no"
+
+
+@pytest.fixture(autouse=True)
+def masks_without_values(monkeypatch):
+    """transformers decides whether a padding mask can be skipped by reading its values
+    (``padding_mask.all()``); a meta tensor has none. Answer "keep the mask" on meta, as a
+    padded batch would; real tensors go through unchanged."""
+    from transformers import masking_utils
+
+    original = masking_utils._ignore_bidirectional_mask_sdpa
+
+    def keep_mask_on_meta(padding_mask, *args, **kwargs):
+        if padding_mask is not None and padding_mask.device.type == "meta":
+            return False
+        return original(padding_mask, *args, **kwargs)
+
+    monkeypatch.setattr(masking_utils, "_ignore_bidirectional_mask_sdpa", keep_mask_on_meta)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers every notebook uses
+# --------------------------------------------------------------------------------------------
+
+def test_to_device_moves_tensors_and_keeps_the_rest():
+    batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "texts": ["a", "b"]}
+    moved = dev.to_device(batch, META)
+    assert moved["input_ids"].device == META and moved["texts"] == ["a", "b"]
+    assert batch["input_ids"].device.type == "cpu"  # the original is untouched
+
+
+def test_batch_to_device_keeps_example_index_on_the_cpu():
+    batch = {"input_ids": torch.ones(2, 3, dtype=torch.long),
+             loop.EXAMPLE_INDEX: torch.tensor([4, 7])}
+    moved = loop.batch_to_device(batch, META)
+    assert moved["input_ids"].device == META
+    assert moved[loop.EXAMPLE_INDEX].device.type == "cpu"
+
+
+def test_latency_refuses_models_on_different_devices():
+    from tinylab.evaluate import compare_models, measure_latency
+
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2).to(META)
+    with pytest.raises(ValueError, match="cannot compare latencies across devices"):
+        compare_models({"teacher": a, "student": b}, None, None, ["x"])
+    assert callable(measure_latency)
+
+
+def test_latency_reports_device_and_dtype(tiny_bert_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tinylab.evaluate import measure_latency
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    result = measure_latency(model, tokenizer, ["a good film"], batch_sizes=(1,), warmup=0,
+                             repeats=1)
+    assert result[1]["device"] == "cpu" and result[1]["dtype"] == "float32"
+
+
+def test_evaluation_moves_inputs_to_the_model(tiny_bert_dir):
+    """On meta the forward pass runs; only copying the logits out needs values. A CPU input
+    left on the CPU would fail earlier, with a device mismatch."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tinylab.evaluate import predict_logits
+
+    # (sdpa inspects the mask values to skip it; the eager path, like tinylab's, does not)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert_dir, attn_implementation="eager").to(META)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    with pytest.raises(NotImplementedError, match="meta tensor"):
+        predict_logits(model, ["a good film", "bad"], tokenizer)
+
+
+# --------------------------------------------------------------------------------------------
+# The stages' loss functions on the meta device
+# --------------------------------------------------------------------------------------------
+
+class MetaAccelerator:
+    """The part of ``accelerate.Accelerator`` the stage functions use, on the meta device."""
+
+    device = META
+    num_processes, process_index = 1, 0
+    is_main_process = True
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def wait_for_everyone(self):
+        pass
+
+
+def _texts(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    vocab = [w for w in WORDS if w.isalpha()]
+    return [" ".join(rng.choice(vocab) for _ in range(rng.randint(2, 10))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def toy_data():
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS)})
+    texts = _texts(32, 0)
+    ds = Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(32)]},
+                           features=features)
+    return DatasetDict(train=ds, validation=ds.select(range(8)))
+
+
+@pytest.fixture()
+def cfg(tiny_teacher_dir):
+    return get_config("ci", {
+        "teacher.model": str(tiny_teacher_dir), "teacher.batch_size": 8,
+        "student.num_layers": 2, "student.hidden_size": 32, "student.num_heads": 4,
+        "student.intermediate_size": 64, "student.init": "pca",
+        "data.max_length": 16, "data.general_max_length": 16,
+        "general.batch_size": 8, "task_intermediate.batch_size": 8,
+        "task_prediction.batch_size": 8, "cache_teacher_outputs": False, "device": "cpu"})
+
+
+@pytest.fixture()
+def meta_loop(monkeypatch):
+    """Replace the loop by one step on the meta device; record what every stage computed."""
+    calls = []
+
+    def one_meta_step(name, *, modules, loss_fn, train, tokenizer, stage, seed, **_):
+        loader = loop._make_loader(train, tokenizer, stage.batch_size, seed, True)
+        batch = loop._collate(loader, loop._epoch_batches(loader, 0)[0])
+        for module in modules.values():
+            module.to(META)
+        batch = loop.batch_to_device(batch, META)
+        losses = loss_fn(modules, batch)
+        assert {v.device for v in losses.values()} == {META}, (name, losses)
+        losses["total"].backward()
+        trained = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+        assert trained and all(p.grad is None or p.grad.device == META for p in trained)
+        assert any(p.grad is not None for p in trained), f"{name}: no gradient reached a weight"
+        calls.append((name, sorted(losses)))
+        history = History()
+        history.stages[name] = StageLog(info={"total_steps": 1})
+        return history
+
+    monkeypatch.setattr(stages, "train_stage", one_meta_step)
+    return calls
+
+
+def _models(cfg):
+    from tinylab.models import build_student, load_teacher
+
+    teacher, tokenizer = load_teacher(cfg.teacher.model, id2label=LABELS)
+    torch.manual_seed(0)
+    return teacher, build_student(teacher, cfg.student, id2label=LABELS), tokenizer
+
+
+def test_teacher_finetuning_step_on_meta(cfg, toy_data, meta_loop):
+    model, _, history = stages.finetune_teacher(cfg, toy_data, cache=False,
+                                                accelerator=MetaAccelerator())
+    assert meta_loop == [("teacher", ["total"])]
+    assert model.device == META  # returned where the accelerator trains
+
+
+def test_general_distillation_step_on_meta(cfg, toy_data, meta_loop):
+    teacher, student, tokenizer = _models(cfg)
+    stages.general_distillation(cfg, teacher, student, toy_data["train"].select_columns(["text"]),
+                                tokenizer=tokenizer, accelerator=MetaAccelerator())
+    assert meta_loop == [("general", ["attention", "embedding", "hidden", "total"])]
+    assert next(teacher.parameters()).device == META  # the teacher follows the training device
+
+
+def test_task_distillation_steps_on_meta(cfg, toy_data, meta_loop):
+    teacher, student, tokenizer = _models(cfg)
+    stages.task_distillation(cfg, teacher, student, toy_data["train"], tokenizer=tokenizer,
+                             accelerator=MetaAccelerator())
+    assert [name for name, _ in meta_loop] == ["intermediate", "prediction"]
+
+
+@pytest.mark.parametrize("kind", stages.BASELINES)
+def test_baseline_steps_on_meta(cfg, toy_data, meta_loop, kind):
+    teacher, student, tokenizer = _models(cfg)
+    stages.train_baseline(cfg, teacher, student, toy_data, kind, tokenizer=tokenizer,
+                          accelerator=MetaAccelerator())
+    assert [name for name, _ in meta_loop] == [kind]
+
+
+def test_cached_teacher_outputs_stay_on_the_cpu_and_move_per_batch(cfg, toy_data):
+    from tinylab.distill.teacher_outputs import TeacherOutputs
+
+    teacher, _, tokenizer = _models(cfg)
+    train = stages._training_set(toy_data["train"], tokenizer, cfg.data.max_length, labels=False)
+    targets = TeacherOutputs(teacher, train, tokenizer,
+                             {"hidden_states": [0, 2], "attentions": [2], "logits": True},
+                             passes=3, batch_size=8, progress=False,
+                             accelerator=SimpleNamespace(device=torch.device("cpu"),
+                                                         num_processes=1, process_index=0,
+                                                         autocast=contextlib.nullcontext))
+    loader = loop._make_loader(train, tokenizer, 8, 0, True)
+    batch = loop._collate(loader, loop._epoch_batches(loader, 0)[0])
+    targets(batch)  # builds the cache on first use
+    assert targets.cached
+    stored = {t.device.type for row in targets.store for t in row.values()}
+    assert stored == {"cpu"}
+    served = targets(loop.batch_to_device(batch, META))
+    tensors = [*served["hidden_states"].values(), *served["attentions"].values(),
+               served["logits"]]
+    assert {t.device for t in tensors} == {META}
