@@ -94,13 +94,59 @@ def test_notebook_structure(path):
     assert "import *" not in "\n".join(c.source for c in nb.cells if c.cell_type == "code")
 
 
+HARD_CODED_DEVICE = re.compile(r"""device\s*=\s*["'](cpu|cuda|mps)|\.cuda\(\)|"""
+                               r"""\.to\(\s*["'](cpu|cuda|mps)""")
+
+
+def _tokenizer_tensor_calls(tree: ast.AST) -> tuple[list[ast.Call], set[int]]:
+    """Calls ``tokenizer(..., return_tensors="pt")`` and the ids of those moved by ``.to(...)``."""
+    calls, moved = [], set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id == "tokenizer"
+                and any(k.arg == "return_tensors" for k in node.keywords)):
+            calls.append(node)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "to" and isinstance(node.func.value, ast.Call)):
+            moved.add(id(node.func.value))
+    return calls, moved
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_cells_follow_the_model_device(path):
+    """What a CPU run cannot show: a batch left on the CPU while the model sits on a GPU.
+
+    Statically: no cell names a device ("cpu", "cuda") - batches go to ``model.device`` or the
+    configured ``device`` - and every tensor batch a tokenizer returns is moved with ``.to``.
+    """
+    nb = _read(path)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        # IPython magics (%pip, !tinylab) are not Python: keep their indentation, drop the rest.
+        code = "\n".join(l[:len(l) - len(l.lstrip())] + "pass"
+                         if l.lstrip().startswith(("%", "!")) else l
+                         for l in cell.source.splitlines())
+        found = HARD_CODED_DEVICE.search(code)
+        assert not found, f"{path.name} cell {i} hard-codes a device: {found.group(0)!r}"
+        calls, moved = _tokenizer_tensor_calls(ast.parse(code))
+        stray = [ast.unparse(c)[:60] for c in calls if id(c) not in moved]
+        assert not stray, (f"{path.name} cell {i}: tokenizer tensors not moved to the model's "
+                           f"device (add .to(model.device)): {stray}")
+
+
 @pytest.mark.slow
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_notebook_runs_under_ci_profile(path, tmp_path):
-    from tinylab.course import run_notebook
+def test_notebook_runs_alone_under_ci_profile(path, tmp_path, monkeypatch):
+    """Each notebook as on a fresh Colab machine: an empty cache (only the offline assets the
+    install cell fetches) and an empty output folder, so it must build its teacher, general
+    student and students itself."""
+    from tinylab.course import fresh_cache, run_notebook
 
-    out_dir = Path(os.environ.get("TINYLAB_NOTEBOOK_OUTPUT") or tmp_path)
+    monkeypatch.setenv("TINYLAB_CACHE", str(fresh_cache(tmp_path / "cache")))
+    root = Path(os.environ.get("TINYLAB_NOTEBOOK_OUTPUT") or tmp_path / "executed")
+    out_dir = root / path.stem
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / path.name
     wall = run_notebook(path, executed, parameters={"PROFILE": "ci", "OUTPUT_DIR": str(out_dir)},
@@ -109,4 +155,4 @@ def test_notebook_runs_under_ci_profile(path, tmp_path):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
-    print(f"{path.name}: {wall:.1f} s under PROFILE='ci'")
+    print(f"{path.name}: {wall:.1f} s under PROFILE='ci', alone, empty cache")

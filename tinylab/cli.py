@@ -3,7 +3,9 @@
     tinylab assets fetch [NAME ...]     download, verify and cache the offline assets
     tinylab assets list                 what is cached, its size, verified or not
     tinylab distill --profile P [--output DIR] [--set key=value ...] [--resume]
-    tinylab course run [--profile P] [--output DIR]   execute every notebook (papermill)
+    tinylab course run [--profile P] [--output DIR] [--alone]   execute every notebook
+    tinylab course sync [--check]       Colab badge, install cell and run time in each notebook
+    tinylab course times SUMMARY...     the generated run-time table (docs/notebook-times.md)
     tinylab course lab                  open JupyterLab on the course
 
 Each subcommand is a thin wrapper: the work lives in the module named in its help text, so
@@ -49,7 +51,28 @@ def _cmd_course_run(args: argparse.Namespace) -> int:
     from tinylab.course import run_course
 
     return run_course(profile=args.profile, output_dir=args.output,
-                      notebooks=args.notebooks or None)
+                      notebooks=args.notebooks or None, alone=args.alone)
+
+
+def _cmd_course_sync(args: argparse.Namespace) -> int:
+    from tinylab.colab import sync_notebooks
+
+    changed = sync_notebooks(check=args.check)
+    if args.check and changed:
+        print(f"tinylab: error: out of sync (run `tinylab course sync`): {', '.join(changed)}",
+              file=sys.stderr)
+        return 1
+    print(("updated: " + ", ".join(changed)) if changed else "notebooks in sync")
+    return 0
+
+
+def _cmd_course_times(args: argparse.Namespace) -> int:
+    from tinylab.colab import TIMES_MD, sync_notebooks, write_times
+
+    write_times(args.summaries)
+    changed = sync_notebooks()
+    print(f"wrote {TIMES_MD}; notebook headers updated: {', '.join(changed) or 'none'}")
+    return 0
 
 
 def _cmd_course_lab(args: argparse.Namespace) -> int:
@@ -92,8 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub_course.add_parser("run", help="execute every notebook with papermill")
     p_run.add_argument("--profile", default=None, help="ci, quick or full (default: quick)")
     p_run.add_argument("--output", default=None, help="folder for executed notebooks")
+    p_run.add_argument("--alone", action="store_true",
+                       help="each notebook on its own, with an empty cache (as on a new machine)")
     p_run.add_argument("notebooks", nargs="*", help="run only these notebooks")
     p_run.set_defaults(func=_cmd_course_run)
+    p_sync = sub_course.add_parser(
+        "sync", help="write the Colab badge, install cell and run time into every notebook "
+                     "(tinylab.colab)")
+    p_sync.add_argument("--check", action="store_true", help="only report what would change")
+    p_sync.set_defaults(func=_cmd_course_sync)
+    p_times = sub_course.add_parser(
+        "times", help="docs/notebook-times.md from `course run --alone` summaries, and sync")
+    p_times.add_argument("summaries", nargs="+", help="summary.json files of --alone runs")
+    p_times.set_defaults(func=_cmd_course_times)
     p_lab = sub_course.add_parser("lab", help="open JupyterLab on notebooks/")
     p_lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab")
     p_lab.set_defaults(func=_cmd_course_lab)

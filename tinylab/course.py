@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 __all__ = ["NOTEBOOK_DIR", "DEFAULT_OUTPUT_DIR", "NotebookRun", "list_notebooks",
            "select_notebooks", "run_notebook", "run_course", "save_results", "load_results",
-           "build_summary", "summary_markdown", "open_lab"]
+           "build_summary", "summary_markdown", "open_lab", "fresh_cache"]
 
 #: The course notebooks (a source checkout: ``<repo>/notebooks``).
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -249,15 +250,48 @@ def run_notebook(path: str | Path, output_path: str | Path, *, parameters: Mappi
     return time.perf_counter() - start
 
 
+def fresh_cache(folder: str | Path) -> Path:
+    """An empty tinylab cache in ``folder`` that holds only the offline assets.
+
+    The assets (teacher backbone, data, text) are what a learner's first cell fetches on a
+    new machine; they are linked from the current cache (fetched there first if missing)
+    instead of downloaded again. Everything else - the fine-tuned teacher, general students,
+    augmented data - is absent, so a notebook run with ``TINYLAB_CACHE=folder`` must build
+    what it needs, as on a fresh Colab machine.
+    """
+    from tinylab import assets
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder} is not empty; a fresh cache needs a new folder")
+    source = assets.cache_dir() / "assets"
+    if not all((source / name).is_dir() for name in assets.ASSETS):
+        assets.fetch(progress=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "assets").symlink_to(source.resolve(), target_is_directory=True)
+    return folder
+
+
+def _machine() -> str:
+    import platform
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
 def run_course(profile: str | None = None, output_dir: str | Path | None = None,
                notebooks: Sequence[str] | None = None, *,
                notebook_dir: str | Path | None = None, progress: bool | None = None,
-               execution_timeout: int | None = None) -> int:
+               execution_timeout: int | None = None, alone: bool = False) -> int:
     """Execute the course notebooks in order; write ``summary.json`` / ``summary.md``.
 
     ``profile``: ``ci``, ``quick`` or ``full`` (``None``: ``$TINYLAB_PROFILE``, else ``quick``).
     ``output_dir``: executed copies, results and summary (default ``runs/course``).
     ``notebooks``: a subset (numbers, stems or file names); default all.
+    ``alone``: run every notebook as on a fresh machine - its own empty cache
+    (:func:`fresh_cache`, a temporary folder under ``output_dir/alone/<notebook>/``, removed
+    afterwards) and its own output folder there, so nothing an earlier notebook built is
+    found. The wall times of such a run are
+    the ones the notebook headers state (``tinylab course times``).
     Returns 0 when every notebook ran, 1 when one failed (the run stops there).
     """
     from tinylab.config import resolve_profile_name
@@ -279,9 +313,20 @@ def run_course(profile: str | None = None, output_dir: str | Path | None = None,
         executed = out / path.name
         print(f"[{i}/{len(selected)}] {path.stem} ...", flush=True)
         start = time.perf_counter()
+        saved_cache = os.environ.get("TINYLAB_CACHE")
+        params = dict(parameters)
+        if alone:  # a new machine for this notebook: empty cache, empty output folder
+            own = out / "alone" / path.stem
+            own.mkdir(parents=True, exist_ok=True)
+            cache = fresh_cache(tempfile.mkdtemp(dir=own, prefix="cache-"))
+            os.environ["TINYLAB_CACHE"] = str(cache)
+            params["OUTPUT_DIR"] = str(tempfile.mkdtemp(dir=own, prefix="output-"))
         try:
-            wall = run_notebook(path, executed, parameters=parameters, cwd=notebook_dir,
+            wall = run_notebook(path, executed, parameters=params, cwd=notebook_dir,
                                 progress=progress, execution_timeout=execution_timeout)
+            if alone:  # its results join the others in the summary
+                for found in Path(params["OUTPUT_DIR"]).glob(f"*{_RESULTS_SUFFIX}"):
+                    os.replace(found, out / found.name)
         except Exception as err:  # noqa: BLE001 - any failure stops the run with a report
             wall = time.perf_counter() - start
             cell = _failing_cell(err)
@@ -292,10 +337,19 @@ def run_course(profile: str | None = None, output_dir: str | Path | None = None,
             runs += [NotebookRun(p.stem, "skipped") for p in selected[i:]]
             exit_code = 1
             break
+        finally:
+            if alone:  # the temporary cache is tinylab's own: models it trained, linked assets
+                shutil.rmtree(cache, ignore_errors=True)
+                if saved_cache is None:
+                    os.environ.pop("TINYLAB_CACHE", None)
+                else:
+                    os.environ["TINYLAB_CACHE"] = saved_cache
         runs.append(NotebookRun(path.stem, "ok", round(wall, 1), str(executed)))
         print(f"[{i}/{len(selected)}] {path.stem} done in {wall:.1f} s", flush=True)
 
     summary = build_summary(runs, out, profile_name)
+    summary["alone"] = alone
+    summary["machine"] = _machine()
     markdown = summary_markdown(summary)
     _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     _atomic_write_text(out / "summary.md", markdown)

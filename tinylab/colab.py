@@ -1,0 +1,219 @@
+"""What lets a notebook stand alone on Colab: its badge, its install cell and its run time.
+
+Most learners open a course notebook in Colab: a fresh machine per notebook, PyTorch (with
+CUDA) already installed, often a GPU. Everything such a notebook needs from outside is written
+here once and copied into the notebooks by :func:`sync_notebooks` (``tinylab course sync``),
+so nothing is typed by hand in six places:
+
+* the repository URL, defined once in ``pyproject.toml`` (``[project.urls] Repository``);
+* an "Open in Colab" badge in the first cell, opening the notebook at the tagged release
+  ``v<version>``;
+* the install cell (the second cell): ``pip install "tinylab @ git+<URL>@v<version>"`` - the
+  runtime dependencies only (no JupyterLab, papermill or pytest), and no torch pin, so Colab
+  keeps its own CUDA build - then ``tinylab assets fetch``. Outside Colab it does nothing;
+* the run-time line of the first cell, from the generated table ``docs/notebook-times.json``
+  (:func:`write_times`, fed by ``tinylab course run --alone``: each notebook alone, with an
+  empty cache).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+__all__ = ["REPO_ROOT", "project_metadata", "repository_url", "colab_url", "badge_markdown",
+           "install_cell_source", "install_requirement", "run_time_line", "sync_notebooks",
+           "write_times", "TIMES_JSON", "TIMES_MD"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TIMES_JSON = REPO_ROOT / "docs" / "notebook-times.json"
+TIMES_MD = REPO_ROOT / "docs" / "notebook-times.md"
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+_BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]\(.*\)\]\(.*\)\s*$", re.M)
+_TIME_PARAGRAPH = re.compile(r"\*\*Time\*\*:.*?(?=\n\n\*\*Prerequisites)", re.S)
+_READING = re.compile(r"(\d+) minutes")
+
+
+def project_metadata(root: str | Path = REPO_ROOT) -> dict[str, Any]:
+    """``[project]`` of ``pyproject.toml`` (a source checkout is needed)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    path = Path(root) / "pyproject.toml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: notebook cells are generated in a source "
+                                f"checkout of tinylab")
+    return tomllib.loads(path.read_text(encoding="utf-8"))["project"]
+
+
+def repository_url(root: str | Path = REPO_ROOT) -> str:
+    """The one repository URL (``[project.urls] Repository``), without a trailing slash."""
+    urls = project_metadata(root).get("urls", {})
+    if "Repository" not in urls:
+        raise ValueError("pyproject.toml has no [project.urls] Repository entry; add the "
+                         "repository URL there (it is the only place it is written)")
+    return urls["Repository"].rstrip("/")
+
+
+def _release(root: str | Path = REPO_ROOT) -> str:
+    return "v" + project_metadata(root)["version"]
+
+
+def colab_url(notebook: str, root: str | Path = REPO_ROOT) -> str:
+    """Colab's address for ``notebooks/<notebook>.ipynb`` at the tagged release."""
+    url = repository_url(root)
+    match = re.match(r"https://github\.com/([^/]+/[^/]+?)(?:\.git)?$", url)
+    if not match:
+        raise ValueError(f"Colab opens notebooks from GitHub; {url!r} is not a github.com "
+                         f"repository URL")
+    return (f"https://colab.research.google.com/github/{match.group(1)}/blob/"
+            f"{_release(root)}/notebooks/{notebook}.ipynb")
+
+
+def badge_markdown(notebook: str, root: str | Path = REPO_ROOT) -> str:
+    """The "Open in Colab" badge line for a notebook (stem, e.g. ``"02_teacher_inference"``)."""
+    return f"[![Open In Colab]({COLAB_BADGE})]({colab_url(notebook, root)})"
+
+
+def install_requirement(root: str | Path = REPO_ROOT) -> str:
+    """The pip requirement of the install cell: the tagged release, runtime dependencies only."""
+    return f"tinylab @ git+{repository_url(root)}@{_release(root)}"
+
+
+def install_cell_source(root: str | Path = REPO_ROOT) -> str:
+    """The second cell of every notebook."""
+    return "\n".join([
+        "# Colab (or any fresh machine): install tinylab and fetch the offline assets. Colab's own",
+        "# torch is kept (tinylab asks for torch>=2.2 only). Locally `make lab` did all this and",
+        "# this cell does nothing. To keep the cache (fine-tuned teacher, students) across Colab",
+        "# sessions, mount Google Drive and point TINYLAB_CACHE at it before running the cell:",
+        '#   from google.colab import drive; drive.mount("/content/drive")',
+        '#   import os; os.environ["TINYLAB_CACHE"] = "/content/drive/MyDrive/tinylab-cache"',
+        "import sys",
+        'if "google.colab" in sys.modules:',
+        f'    %pip install -q "{install_requirement(root)}"',
+        "    !tinylab assets fetch --quiet",
+    ])
+
+
+# --------------------------------------------------------------------------------------------
+# Run times
+# --------------------------------------------------------------------------------------------
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "not measured yet"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def load_times(path: str | Path = TIMES_JSON) -> dict[str, Any]:
+    """The generated table: ``{"runs": {profile: {...}}, "notebooks": {stem: {profile: s}}}``."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else {"runs": {}, "notebooks": {}}
+
+
+def run_time_line(notebook: str, times: Mapping[str, Any]) -> str:
+    """The generated "Run time" sentence of a notebook's first cell."""
+    per = times.get("notebooks", {}).get(notebook, {})
+    parts = [f"`{profile}` {_fmt_seconds(per.get(profile))}" for profile in ("ci", "quick")]
+    return ("**Run time** (this notebook alone, with an empty cache, on 2 CPU cores; generated, "
+            "see `docs/notebook-times.md`): " + ", ".join(parts) + ".")
+
+
+def write_times(summaries: Sequence[str | Path], out_json: str | Path = TIMES_JSON,
+                out_md: str | Path = TIMES_MD) -> dict[str, Any]:
+    """Merge ``summary.json`` files of ``tinylab course run --alone`` into the times table.
+
+    Each summary contributes the wall time of every notebook that ran ``ok`` under its
+    profile; entries of other profiles already in the table are kept. Writes JSON (read by
+    :func:`sync_notebooks`) and Markdown (for people), and returns the table.
+    """
+    table = load_times(out_json)
+    for path in summaries:
+        summary = json.loads(Path(path).read_text())
+        if not summary.get("alone"):
+            raise ValueError(f"{path} is not from `tinylab course run --alone` (each notebook "
+                             f"alone with an empty cache); only such runs go into the table")
+        profile = summary["profile"]
+        table["runs"][profile] = {k: summary.get(k) for k in
+                                  ("finished", "machine", "total_wall_time_s")}
+        for run in summary["notebooks"]:
+            if run["status"] == "ok":
+                table["notebooks"].setdefault(run["name"], {})[profile] = run["wall_time_s"]
+    Path(out_json).write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+    profiles = sorted(table["runs"])
+    lines = ["# Notebook run times", "",
+             "Generated by `tinylab course times` from `tinylab course run --alone` runs: each",
+             "notebook executed on its own, with an empty cache (only the offline assets present),",
+             "so it fine-tunes the teacher and trains every model it needs itself. Do not edit by",
+             "hand; the notebook headers carry the same figures.", "",
+             "| notebook | " + " | ".join(f"`{p}` (s)" for p in profiles) + " |",
+             "|---|" + "---:|" * len(profiles)]
+    for stem in sorted(table["notebooks"]):
+        cells = [f"{table['notebooks'][stem][p]:.1f}" if p in table["notebooks"][stem] else "-"
+                 for p in profiles]
+        lines.append(f"| {stem} | " + " | ".join(cells) + " |")
+    lines += ["", "Runs:", ""]
+    for p in profiles:
+        run = table["runs"][p]
+        lines.append(f"- `{p}`: finished {run.get('finished')}, {run.get('machine')}, total "
+                     f"{run.get('total_wall_time_s')} s")
+    Path(out_md).write_text("\n".join(lines) + "\n")
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# Writing the cells into the notebooks
+# --------------------------------------------------------------------------------------------
+
+def expected_first_cell(source: str, notebook: str, times: Mapping[str, Any],
+                        root: str | Path = REPO_ROOT) -> str:
+    """The first cell with its badge (line 2) and its generated time paragraph."""
+    lines = _BADGE_LINE.sub("", source).strip("\n").split("\n")
+    title, rest = lines[0], "\n".join(lines[1:]).lstrip("\n")
+    match = _TIME_PARAGRAPH.search(rest)
+    if match is None:
+        raise ValueError(f"{notebook}: the first cell needs a '**Time**: ...' paragraph followed "
+                         f"by '**Prerequisites**'")
+    reading = _READING.search(match.group(0))
+    if reading is None:
+        raise ValueError(f"{notebook}: the '**Time**' paragraph must say 'about N minutes' of "
+                         f"reading")
+    paragraph = (f"**Time**: about {reading.group(1)} minutes of reading and exercises.\n\n"
+                 + run_time_line(notebook, times))
+    rest = rest[:match.start()] + paragraph + rest[match.end():]
+    return f"{title}\n\n{badge_markdown(notebook, root)}\n\n{rest}"
+
+
+def sync_notebooks(notebook_dir: str | Path | None = None, *, check: bool = False,
+                   root: str | Path = REPO_ROOT) -> list[str]:
+    """Write the badge, the install cell and the run-time line into every course notebook.
+
+    Returns the notebooks that changed (with ``check=True``: that would change, nothing is
+    written). Only those two cells are touched; outputs and ids stay as they are.
+    """
+    import nbformat
+
+    from tinylab.course import list_notebooks
+
+    times = load_times(Path(root) / "docs" / "notebook-times.json")
+    changed = []
+    for path in list_notebooks(notebook_dir or Path(root) / "notebooks"):
+        nb = nbformat.read(path, as_version=4)
+        first = expected_first_cell(nb.cells[0].source, path.stem, times, root)
+        install = install_cell_source(root)
+        if nb.cells[0].source != first or nb.cells[1].source != install:
+            changed.append(path.stem)
+            if not check:
+                nb.cells[0].source, nb.cells[1].source = first, install
+                nbformat.write(nb, path)
+    return changed
+
+
+if __name__ == "__main__":  # python -m tinylab.colab: same as `tinylab course sync`
+    print("\n".join(sync_notebooks()) or "notebooks already in sync", file=sys.stderr)
