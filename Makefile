@@ -6,6 +6,7 @@
 #   make lab         open JupyterLab on notebooks/
 #   make distill     the `tinylab distill` pipeline (PROFILE=quick by default)
 #   make bench       the benchmarks in bench/ (see README "Results")
+#   make gpu-check   on a machine with a CUDA GPU: the ci pipeline and every notebook on it
 #
 # torch: the CPU build is installed before anything that depends on it (a bare `torch`
 # requirement pulls a multi-GB CUDA build). Elsewhere, point pip at the CPU wheels with
@@ -25,7 +26,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: setup assets course test lab distill bench clean
+.PHONY: setup assets course test lab distill bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +58,11 @@ distill: assets
 
 bench: assets
 	$(BIN)/python bench/run_all.py
+
+# On a CUDA machine, install a CUDA build of torch instead of the CPU one, e.g.
+#   make TORCH="torch" gpu-check
+gpu-check: assets
+	$(BIN)/tinylab gpu-check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

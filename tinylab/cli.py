@@ -7,6 +7,7 @@
     tinylab course sync [--check]       Colab badge, install cell and run time in each notebook
     tinylab course times SUMMARY...     the generated run-time table (docs/notebook-times.md)
     tinylab course lab                  open JupyterLab on the course
+    tinylab gpu-check                   the ci pipeline and every notebook on a CUDA GPU
 
 Each subcommand is a thin wrapper: the work lives in the module named in its help text, so
 what the command line does, a notebook can do with the same call.
@@ -81,6 +82,12 @@ def _cmd_course_lab(args: argparse.Namespace) -> int:
     return open_lab(extra_args=args.lab_args)
 
 
+def _cmd_gpu_check(args: argparse.Namespace) -> int:
+    from tinylab.gpu_check import run_gpu_check
+
+    return run_gpu_check(args.device, args.output)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinylab",
@@ -131,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_lab = sub_course.add_parser("lab", help="open JupyterLab on notebooks/")
     p_lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab")
     p_lab.set_defaults(func=_cmd_course_lab)
+    p_gpu = sub.add_parser(
+        "gpu-check", help="the ci pipeline and every notebook on a CUDA GPU (tinylab.gpu_check)")
+    p_gpu.add_argument("--device", default="cuda", help="device to check (default: cuda)")
+    p_gpu.add_argument("--output", default=None, help="folder for its outputs (default: temp)")
+    p_gpu.set_defaults(func=_cmd_gpu_check)
     return parser
 
 
