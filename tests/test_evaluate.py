@@ -121,14 +121,30 @@ def test_size_on_disk_of_a_dynamically_quantized_model(models):
     assert 0 < size < ev.size_on_disk(student)
 
 
-def test_measure_latency_returns_sane_values(models):
+class Sleepy(torch.nn.Module):
+    """A model whose forward pass takes at least ``seconds``: a known latency to measure."""
+
+    def __init__(self, model, seconds):
+        super().__init__()
+        self.model, self.seconds = model, seconds
+        self.config = model.config
+
+    def forward(self, **inputs):
+        import time
+
+        time.sleep(self.seconds)
+        return self.model(**inputs)
+
+
+def test_measure_latency_measures_a_known_delay(models):
     _, student, tok = models
-    res = ev.measure_latency(student, tok, TEXTS[:3], batch_sizes=(1, 4), warmup=1, repeats=3)
+    slow = Sleepy(student, 0.03)
+    res = ev.measure_latency(slow, tok, TEXTS[:3], batch_sizes=(1, 4), warmup=1, repeats=3)
     assert set(res) == {1, 4}
     for bs, r in res.items():
-        assert r["median_ms"] > 0 and r["p90_ms"] >= r["median_ms"] * 0.999
-        assert r["examples_per_s"] == pytest.approx(bs / (r["median_ms"] / 1000))
-        assert r["repeats"] == 3
+        assert r["median_ms"] >= 30                    # the 30 ms sleep is inside the timing
+        assert r["examples_per_s"] <= bs / 0.03        # so throughput cannot exceed b / 30 ms
+        assert r["repeats"] == 3 and r["device"] == "cpu"
     fixed = ev.measure_latency(student, tok, TEXTS, batch_sizes=(2,), seq_len=16, warmup=0,
                                repeats=1)
     assert fixed[2]["seq_len"] == 16
@@ -144,7 +160,9 @@ def test_compare_models_table(models):
                 "latency_b1_ms", "latency_b4_ms", "speedup_b1", "speedup_b4", "size_ratio",
                 "params_ratio"):
         assert col in df.columns, col
-    assert df.loc["teacher", "speedup_b1"] == 1.0 and df.loc["teacher", "size_ratio"] == 1.0
+    slow = ev.compare_models({"slow": Sleepy(student, 0.03), "fast": student}, tok, ds, TEXTS,
+                             batch_sizes=(1,), warmup=1, repeats=3)
+    assert slow.loc["fast", "speedup_b1"] > 1.5         # against a reference 30 ms slower
     assert df.loc["student", "params_ratio"] == pytest.approx(
         ev.count_parameters(teacher)["total"] / ev.count_parameters(student)["total"])
     assert df.loc["student", "accuracy"] == ev.evaluate_model(student, ds, tok)["accuracy"]

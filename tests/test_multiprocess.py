@@ -1,7 +1,8 @@
 """Data-parallel training on two CPU processes (torchrun + Accelerate, gloo backend).
 
-Two checks: the distillation stages keep both processes' weights identical (gradients of the
-student AND of the loss module's projections are averaged), and ``tinylab distill`` under
+Two checks: the distillation stages give the processes disjoint shares of the data that
+together cover it, and keep both processes' weights identical (gradients of the student AND of
+the loss module's projections are averaged); and ``tinylab distill`` under
 ``torchrun --nproc_per_node 2`` completes with only the main process writing and printing.
 """
 from __future__ import annotations
@@ -51,6 +52,15 @@ cfg = get_config("ci", {"student.num_layers": 2, "student.hidden_size": 32, "stu
                         "data.max_length": 16})
 import tinylab.distill.stages as stages
 made = []  # keep the loss module: its projections W_e, W_h are trained too
+seen = []  # the example ids this process trains on in stage a
+layer_loss = stages._layer_loss_fn
+def recording(*a, **k):
+    fn = layer_loss(*a, **k)
+    def loss_fn(m, batch):
+        seen.extend(batch["example_idx"].tolist())
+        return fn(m, batch)
+    return loss_fn
+stages._layer_loss_fn = recording
 build_loss = stages._loss_module
 stages._loss_module = lambda *a, **k: made.append(build_loss(*a, **k)) or made[-1]
 teacher, tok = load_teacher(teacher_dir, id2label=["negative", "positive"])
@@ -61,10 +71,12 @@ hist = task_distillation(cfg, teacher, student, train, train, tokenizer=tok, acc
 params = [*student.parameters(), *made[0].parameters()]
 flat = torch.cat([p.detach().flatten() for p in params])
 digests = acc.gather(torch.stack([flat.sum(), flat.abs().sum(), flat.pow(2).sum()])[None])
+from accelerate.utils import gather_object
+per_rank = gather_object([seen])
 info = {name: h[name].info for name, h in hist.items()}
 evals = {name: h[name].evals for name, h in hist.items()}
 if acc.is_main_process:
-    json.dump({"digests": digests.tolist(), "info": info, "evals": evals,
+    json.dump({"digests": digests.tolist(), "info": info, "evals": evals, "seen": per_rank,
                "rank": acc.process_index, "world": acc.num_processes}, open(out, "w"))
 else:
     json.dump({"evals": evals}, open(out + ".rank1", "w"))
@@ -81,6 +93,11 @@ def test_two_processes_keep_identical_weights(tiny_teacher_dir, tmp_path):
     assert result["world"] == 2
     rank0, rank1 = result["digests"]
     assert rank0 == rank1  # DDP kept the replicas (student and projections) in lockstep
+    # ... while each process trained on its own examples: disjoint shares that cover the data
+    # (equal weights alone would also follow if both had trained on the same batches).
+    seen0, seen1 = (set(ids) for ids in result["seen"])
+    assert seen0 and seen1 and not seen0 & seen1
+    assert seen0 | seen1 == set(range(64))
     for name in ("intermediate", "prediction"):
         info = result["info"][name]
         # 64 examples / batch 8 = 8 batches per epoch, shared by 2 processes -> 4 steps
@@ -107,5 +124,6 @@ def test_cli_distill_under_torchrun(tiny_teacher_dir, teacher_asset_dir, tmp_pat
     assert report["processes"] == 2
     assert all(stage["processes"] == 2 for stage in report["stages"].values())
     assert sorted(p.name for p in out.iterdir()) == [
-        "accuracy_latency.png", "history.json", "history.png", "report.json", "student",
-        "teacher"]  # checkpoints removed after success, no temporary leftovers
+        ".tinylab-run.json", "accuracy_latency.png", "history.json", "history.png",
+        "report.json", "student", "teacher"]  # checkpoints removed after success, no
+    # temporary leftovers; the marker says tinylab owns the folder

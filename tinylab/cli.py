@@ -2,6 +2,7 @@
 
     tinylab assets fetch [NAME ...]     download, verify and cache the offline assets
     tinylab assets list                 what is cached, its size, verified or not
+    tinylab assets verify [NAME ...]    re-hash every cached file against its manifest
     tinylab distill --profile P [--output DIR] [--set key=value ...] [--resume]
     tinylab course run [--profile P] [--output DIR] [--alone]   execute every notebook
     tinylab course sync [--check]       Colab badge, install cell and run time in each notebook
@@ -15,6 +16,7 @@ what the command line does, a notebook can do with the same call.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 
@@ -36,7 +38,23 @@ def _cmd_assets_list(args: argparse.Namespace) -> int:
     for row in rows:
         size = f"{row['size_bytes'] / 1e6:.1f} MB" if row.get("size_bytes") else "-"
         print(f"{row['name']:<22} {size:>10}  {row['status']:<10} {row['source']}")
+    print(f"checked: {rows[0]['checked']}" if rows else "no assets")
     return 0
+
+
+def _cmd_assets_verify(args: argparse.Namespace) -> int:
+    from tinylab import assets
+
+    bad = 0
+    for name in args.names or list(assets.ASSETS):
+        problems = assets.verify_problems(name)
+        bad += bool(problems)
+        print(f"{name:<22} " + ("ok (every file re-hashed)" if not problems
+                                 else "FAILED: " + "; ".join(problems)))
+    if bad:
+        print("tinylab: error: fix with `tinylab assets fetch` (a corrupt asset is fetched "
+              "again)", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
@@ -44,7 +62,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     from tinylab.pipeline import run_pipeline
 
     cfg = get_config(args.profile, args.set or [])
-    run_pipeline(cfg, output_dir=args.output, resume=args.resume)
+    run_pipeline(cfg, output_dir=args.output, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 
@@ -93,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tinylab",
         description="TinyBERT-style knowledge distillation: offline assets, the two-stage "
                     "distillation pipeline and the course notebooks.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_assets = sub.add_parser("assets", help="offline assets (tinylab.assets)")
@@ -103,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_fetch.set_defaults(func=_cmd_assets_fetch)
     p_list = sub_assets.add_parser("list", help="list assets: size and whether verified")
     p_list.set_defaults(func=_cmd_assets_list)
+    p_verify = sub_assets.add_parser("verify", help="re-hash every cached file (sha256)")
+    p_verify.add_argument("names", nargs="*", help="asset names (default: all)")
+    p_verify.set_defaults(func=_cmd_assets_verify)
 
     p_distill = sub.add_parser(
         "distill", help="teacher fine-tuning, general + task distillation, evaluation "
@@ -115,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="config override, e.g. --set student.num_layers=2 (repeatable)")
     p_distill.add_argument("--resume", action="store_true",
                            help="continue an interrupted run from its last checkpoint")
+    p_distill.add_argument("--overwrite", action="store_true",
+                           help="write into an output folder that holds other files (tinylab "
+                                "replaces only its own file names there)")
     p_distill.set_defaults(func=_cmd_distill)
 
     p_course = sub.add_parser("course", help="the notebooks (tinylab.course)")
@@ -146,18 +172,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A full disk, a quota or a file-size limit: the user's to fix, not a bug.
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _disk_full(err: BaseException) -> bool:
+    """A full disk, even when a library (safetensors, torch.save) wraps the OS error."""
+    seen = 0
+    while err is not None and seen < 5:
+        if isinstance(err, OSError) and err.errno in _FULL:
+            return True
+        text = str(err)
+        if any(s in text for s in ("No space left on device", "File too large",
+                                   "Disk quota exceeded", "FileTooLarge", "StorageFull")):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe bad input or a bad state in words the user can act on."""
+    from tinylab.distill.checkpoint import CheckpointError
+
+    # ValueError covers DeviceError and bad settings; FileNotFoundError covers
+    # tinylab.assets.AssetNotAvailableError; PermissionError a read-only folder.
+    return (ValueError, FileNotFoundError, FileExistsError, PermissionError, CheckpointError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line. Known errors: one line on stderr, exit 2. Anything unexpected:
+    one line that says so, exit 1; ``--debug`` shows the traceback instead."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, no traceback
-        # (tinylab.assets.AssetNotAvailableError is a FileNotFoundError)
-        print(f"tinylab: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("tinylab: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - every error ends in one readable line
+        if args.debug:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if _disk_full(err):
+            where = getattr(err, "filename", None) or "a file"
+            print(f"tinylab: error: no room to write {where} ({first[:120]}); free some "
+                  f"space, or choose another --output / "
+                  f"$TINYLAB_CACHE. Files already written are intact (every write goes to a "
+                  f"temporary name first).", file=sys.stderr)
+            return 2
+        if isinstance(err, _known_errors()):
+            # (multi-line messages, e.g. check_compatible's list, are joined into one line)
+            print(f"tinylab: error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
+        print(f"tinylab: unexpected error: {type(err).__name__}: {first} (run again with "
+              f"--debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

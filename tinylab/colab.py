@@ -112,7 +112,8 @@ def _fmt_seconds(seconds: float | None) -> str:
 
 
 def load_times(path: str | Path = TIMES_JSON) -> dict[str, Any]:
-    """The generated table: ``{"runs": {profile: {...}}, "notebooks": {stem: {profile: s}}}``."""
+    """The generated table: ``{"runs": {profile: [run, ...]}, "notebooks": {stem: {profile:
+    seconds}}}``."""
     path = Path(path)
     return json.loads(path.read_text()) if path.exists() else {"runs": {}, "notebooks": {}}
 
@@ -140,11 +141,12 @@ def write_times(summaries: Sequence[str | Path], out_json: str | Path = TIMES_JS
             raise ValueError(f"{path} is not from `tinylab course run --alone` (each notebook "
                              f"alone with an empty cache); only such runs go into the table")
         profile = summary["profile"]
-        table["runs"][profile] = {k: summary.get(k) for k in
-                                  ("finished", "machine", "total_wall_time_s")}
-        for run in summary["notebooks"]:
-            if run["status"] == "ok":
-                table["notebooks"].setdefault(run["name"], {})[profile] = run["wall_time_s"]
+        ran = [r for r in summary["notebooks"] if r["status"] == "ok"]
+        runs = table["runs"].setdefault(profile, [])
+        runs.append({"finished": summary.get("finished"), "machine": summary.get("machine"),
+                     "notebooks": [r["name"] for r in ran]})
+        for run in ran:  # a later run of the same notebook and profile replaces the earlier
+            table["notebooks"].setdefault(run["name"], {})[profile] = run["wall_time_s"]
     Path(out_json).write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
     profiles = sorted(table["runs"])
     lines = ["# Notebook run times", "",
@@ -158,11 +160,11 @@ def write_times(summaries: Sequence[str | Path], out_json: str | Path = TIMES_JS
         cells = [f"{table['notebooks'][stem][p]:.1f}" if p in table["notebooks"][stem] else "-"
                  for p in profiles]
         lines.append(f"| {stem} | " + " | ".join(cells) + " |")
-    lines += ["", "Runs:", ""]
+    lines += ["", "Runs (a later run of a notebook replaces its earlier figure):", ""]
     for p in profiles:
-        run = table["runs"][p]
-        lines.append(f"- `{p}`: finished {run.get('finished')}, {run.get('machine')}, total "
-                     f"{run.get('total_wall_time_s')} s")
+        for run in table["runs"][p]:
+            lines.append(f"- `{p}`, finished {run.get('finished')} on {run.get('machine')}: "
+                         f"{', '.join(run.get('notebooks', []))}")
     Path(out_md).write_text("\n".join(lines) + "\n")
     return table
 

@@ -296,11 +296,68 @@ def get_config(profile: str | None = None, overrides: Iterable[str] | Mapping[st
     cfg = apply_overrides(cfg, from_env)
     cfg = apply_overrides(cfg, overrides)
     _check_choices(cfg)
+    _check_ranges(cfg)
     return cfg
 
 
 #: Settings that an environment variable overrides in every profile.
 ENV_OVERRIDES = {"device": "TINYLAB_DEVICE", "precision": "TINYLAB_PRECISION"}
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Every numeric setting in its valid range, checked before any work; one line per call
+    that names the key, the value and what would be valid."""
+    problems: list[str] = []
+
+    def need(key: str, ok: bool, what: str) -> None:
+        if not ok:
+            value = cfg
+            for part in key.split("."):
+                value = getattr(value, part)
+            problems.append(f"{key}={value!r} ({what})")
+
+    for name in ("general", "task_intermediate", "task_prediction", "teacher"):
+        stage = getattr(cfg, name)
+        need(f"{name}.learning_rate", stage.learning_rate > 0, "must be > 0")
+        need(f"{name}.batch_size", stage.batch_size >= 1, "must be >= 1")
+        need(f"{name}.epochs", stage.epochs > 0, "must be > 0")
+        need(f"{name}.warmup_ratio", 0 <= stage.warmup_ratio <= 1, "must lie in [0, 1]")
+        need(f"{name}.weight_decay", stage.weight_decay >= 0, "must be >= 0")
+        need(f"{name}.max_steps", stage.max_steps is None or stage.max_steps >= 1,
+             "must be None or >= 1")
+        if isinstance(stage, StageConfig):
+            need(f"{name}.max_grad_norm", stage.max_grad_norm >= 0, "must be >= 0 (0: no clip)")
+            need(f"{name}.eval_every", stage.eval_every is None or stage.eval_every >= 0,
+                 "must be None (once per epoch), 0 (never) or >= 1")
+            need(f"{name}.schedule", stage.schedule in ("linear", "constant"),
+                 "use 'linear' or 'constant'")
+    s = cfg.student
+    for key in ("num_layers", "hidden_size", "num_heads", "intermediate_size"):
+        need(f"student.{key}", getattr(s, key) >= 1, "must be >= 1")
+    if s.num_heads >= 1 and s.hidden_size % s.num_heads:
+        problems.append(f"student.hidden_size={s.hidden_size} is not divisible by "
+                        f"student.num_heads={s.num_heads}")
+    loss = cfg.loss
+    need("loss.temperature", loss.temperature > 0, "must be > 0")
+    for term in ("embedding", "attention", "hidden", "prediction"):
+        need(f"loss.{term}_weight", getattr(loss, f"{term}_weight") >= 0, "must be >= 0")
+    need("loss.layer_mapping", loss.layer_mapping in ("uniform", "top", "bottom"),
+         "use 'uniform', 'top' or 'bottom'")
+    a = cfg.augment
+    need("augment.p_t", 0 <= a.p_t <= 1, "a probability, in [0, 1]")
+    need("augment.n_aug", a.n_aug >= 0, "must be >= 0")
+    need("augment.k", a.k >= 1, "must be >= 1")
+    need("augment.max_examples", a.max_examples is None or a.max_examples >= 1,
+         "must be None or >= 1")
+    d = cfg.data
+    need("data.max_length", d.max_length >= 3, "must be >= 3: [CLS], a token, [SEP]")
+    need("data.general_max_length", d.general_max_length >= 3, "must be >= 3")
+    for key in ("train_size", "validation_size", "test_size", "general_size"):
+        need(f"data.{key}", getattr(d, key) is None or getattr(d, key) >= 1,
+             "must be None (everything) or >= 1")
+    need("eval_batch_size", cfg.eval_batch_size >= 1, "must be >= 1")
+    if problems:
+        raise ValueError("bad configuration: " + "; ".join(problems))
 
 
 def _check_choices(cfg: Config) -> None:

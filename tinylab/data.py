@@ -275,6 +275,20 @@ def _load_offline_rt(cfg: DataConfig):
 
 
 def _read_local(path: Path) -> pd.DataFrame:
+    """Read a task file; every error names the file (pandas' own messages do not)."""
+    try:
+        return _read_local_unchecked(path)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); save it "
+                         f"as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty (no header, no rows)") from None
+    except pd.errors.ParserError as err:
+        raise ValueError(f"{path} is not valid {path.suffix.lstrip('.').upper()}: "
+                         f"{str(err).splitlines()[0]}") from None
+
+
+def _read_local_unchecked(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return pd.read_csv(path)
@@ -300,6 +314,12 @@ def _load_local_task(path: Path, cfg: DataConfig):
     frame = frame[frame["text"].notna()]
     codes, names = _encode_labels(frame["label"], None, source)
     frame = _clean(frame.assign(label=codes), source)
+    present = sorted(set(frame["label"].tolist()))
+    if len(present) < 2:
+        only = names[present[0]] if present else "none"
+        raise ValueError(f"{source}: every example has the label {only!r}; a classifier needs "
+                         f"at least 2 classes (check data.label_column="
+                         f"{cfg.label_column!r})")
     return _to_dataset_dict(stratified_group_split(frame, cfg.split_seed), names, cfg, source)
 
 

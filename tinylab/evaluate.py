@@ -359,7 +359,8 @@ def _check_same_device(models: Mapping[str, torch.nn.Module]) -> None:
 
 def _latency_many(models: Mapping[str, torch.nn.Module], tokenizers: Mapping[str, Any],
                   texts: Sequence[str], batch_sizes: Iterable[int], seq_len: int | None,
-                  warmup: int, repeats: int) -> dict[str, dict[int, dict[str, float]]]:
+                  warmup: int, repeats: int, max_length: int | None = None
+                  ) -> dict[str, dict[int, dict[str, float]]]:
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, "
                          f"warmup={warmup}")
@@ -372,7 +373,7 @@ def _latency_many(models: Mapping[str, torch.nn.Module], tokenizers: Mapping[str
         inputs = {}
         for name, m in models.items():
             enc = _latency_inputs(tokenizers[name], texts, int(bs), seq_len,
-                                  _default_max_length(m, tokenizers[name]))
+                                  max_length or _default_max_length(m, tokenizers[name]))
             device = _model_device(m)
             inputs[name] = {k: v.to(device) for k, v in enc.items() if k in _MODEL_INPUTS}
         times = _time_interleaved(models, inputs, warmup=warmup, repeats=repeats)
@@ -384,11 +385,13 @@ def _latency_many(models: Mapping[str, torch.nn.Module], tokenizers: Mapping[str
 
 def measure_latency(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *,
                     batch_sizes: Iterable[int] = (1, 32), seq_len: int | None = None,
-                    warmup: int = 3, repeats: int = 10) -> dict[int, dict[str, float]]:
+                    warmup: int = 3, repeats: int = 10, max_length: int | None = None
+                    ) -> dict[int, dict[str, float]]:
     """Latency of one forward pass on the model's own device, per batch size.
 
     For each batch size b the input is fixed: the first b of ``texts`` (cycled when there are
-    fewer), padded to the longest (or to ``seq_len``). ``warmup`` untimed calls, then
+    fewer), padded to the longest (truncated at ``max_length``, default the model's limit) or
+    to exactly ``seq_len``. ``warmup`` untimed calls, then
     ``repeats`` timed calls (on a GPU each one synchronised before the clock is read). Returns
     ``{b: {"median_ms", "p90_ms", "examples_per_s", "seq_len", "repeats", "threads",
     "device", "dtype"}}`` where ``examples_per_s = b / median``.
@@ -397,7 +400,7 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str]
     timing); two separate calls to this function are exposed to different background load.
     """
     res = _latency_many({"model": model}, {"model": tokenizer}, texts, batch_sizes, seq_len,
-                        warmup, repeats)
+                        warmup, repeats, max_length)
     return res["model"]
 
 
@@ -408,7 +411,8 @@ def measure_latency(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str]
 def compare_models(models: Mapping[str, torch.nn.Module], tokenizer: Any, eval_ds: Any,
                    texts: Sequence[str], *, reference: str | None = None,
                    batch_sizes: Sequence[int] = (1, 32), seq_len: int | None = None,
-                   warmup: int = 3, repeats: int = 10, batch_size: int = 64):
+                   warmup: int = 3, repeats: int = 10, batch_size: int = 64,
+                   max_length: int | None = None):
     """One row per model: quality, size and speed, with ratios against ``reference``.
 
     ``tokenizer``: one tokenizer shared by all models (TinyBERT students share the teacher's
@@ -444,7 +448,8 @@ def compare_models(models: Mapping[str, torch.nn.Module], tokenizer: Any, eval_d
         rows[name] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
                       "params": params["total"], "non_embedding_params": params["non_embedding"],
                       "size_mb": size_on_disk(models[name]) / 1e6}
-    latency = _latency_many(models, tokenizers, texts, batch_sizes, seq_len, warmup, repeats)
+    latency = _latency_many(models, tokenizers, texts, batch_sizes, seq_len, warmup, repeats,
+                            max_length)
     for name in names:
         for bs in batch_sizes:
             rows[name][f"latency_b{bs}_ms"] = latency[name][int(bs)]["median_ms"]

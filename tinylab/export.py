@@ -104,7 +104,8 @@ def model_card(config: Any, id2label: Mapping[int, str], metadata: Mapping[str, 
     lines += ["## Labels", "", labels, "", "## Use", "", "```python",
               "from transformers import pipeline", "",
               'classifier = pipeline("text-classification", model="PATH/TO/THIS/FOLDER")',
-              'classifier("A thoughtful, beautifully made film.")', "```", "",
+              "# truncation: texts longer than the model's 512 positions would fail otherwise",
+              'classifier("A thoughtful, beautifully made film.", truncation=True)', "```", "",
               "Loading needs only `transformers` and `torch` (tinylab is not required).", ""]
     if metrics:
         lines += ["## Metrics", "", "As reported by the tinylab run that exported the model.", "",
@@ -118,6 +119,21 @@ def model_card(config: Any, id2label: Mapping[int, str], metadata: Mapping[str, 
                                 else "see `tinylab_metadata.json`") for k, v in meta.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def _cap_model_max_length(folder: Path, model: Any) -> None:
+    """Make ``truncation=True`` safe: the saved tokenizer truncates to at most the model's
+    position table (a tokenizer built from a bare vocabulary says 10^30, and a 5,000-word text
+    would then index past the last position embedding)."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    config_file = folder / "tokenizer_config.json"
+    if not positions or not config_file.exists():
+        return
+    config = json.loads(config_file.read_text())
+    current = config.get("model_max_length")
+    if not isinstance(current, (int, float)) or current > positions:
+        config["model_max_length"] = int(positions)
+        config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def export_student(model: Any, tokenizer: Any, out_dir: str | Path, *,
@@ -155,6 +171,7 @@ def export_student(model: Any, tokenizer: Any, out_dir: str | Path, *,
         config.save_pretrained(tmp)  # overwrite config.json with the cleaned copy
         _clean_config_json(tmp / "config.json")
         tokenizer.save_pretrained(tmp)
+        _cap_model_max_length(tmp, model)
         (tmp / "README.md").write_text(model_card(config, id2label, metadata))
         (tmp / "tinylab_metadata.json").write_text(meta_json + "\n")
         if out_dir.exists():

@@ -45,6 +45,7 @@ from tinylab.losses import layer_map
 
 __all__ = ["SCORES_ATTN", "use_attention_scores", "uses_attention_scores", "load_teacher",
            "student_config", "build_student", "pca_projection", "check_compatible",
+           "check_student_shape",
            "INIT_KEYWORDS"]
 
 logger = logging.getLogger(__name__)
@@ -267,6 +268,20 @@ def _load_pretrained_student(spec: StudentConfig, config: BertConfig
     other = sorted(set(info["unexpected_keys"]) - set(official))
     if other:
         logger.warning("%s: ignored unexpected weights %s", spec.init, other)
+    # The head is new by design; anything else missing or reshaped would silently start random.
+    head = ("classifier.", "bert.pooler.")
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith(head))
+    mismatched = sorted(str(k[0] if isinstance(k, (tuple, list)) else k)
+                        for k in info.get("mismatched_keys", []))
+    mismatched = [k for k in mismatched if not k.startswith(head)]
+    if missing or mismatched:
+        shown = (missing + mismatched)[:4]
+        raise ValueError(f"the pre-trained student {spec.init!r} lacks {len(missing)} and has "
+                         f"{len(mismatched)} wrongly shaped backbone weight(s) (e.g. {shown}); "
+                         f"they would start random. Is it a BERT checkpoint of this shape?")
+    if any(k.startswith("bert.pooler.") for k in info["missing_keys"]):
+        logger.warning("%s: no pooler weights in the checkpoint; the pooler starts random "
+                       "(it is trained in the prediction stage)", spec.init)
     with torch.no_grad():  # a new head: the task and its labels are the teacher's
         nn.init.normal_(student.classifier.weight, std=config.initializer_range)
         nn.init.zeros_(student.classifier.bias)
@@ -297,9 +312,44 @@ def _first_difference(a: dict[str, int], b: dict[str, int]) -> str:
     return "same tokens"
 
 
+def check_student_shape(cfg: Any) -> None:
+    """Check ``cfg.student`` against the teacher's ``config.json`` before anything loads.
+
+    Reads only the configurations (no weights, no data): the student's own shape (positive
+    sizes, width divisible by heads), the layer mapping (``cfg.loss.layer_mapping``, e.g.
+    uniform needs the teacher's layer count to be a multiple of the student's), the head count
+    when attention is distilled, and ``init="teacher"``'s equal widths. Raises one
+    ``ValueError`` listing every problem with the ``student.*`` key to change. A pre-trained
+    student folder (``init`` = a path or hub name) is checked when it loads instead.
+    """
+    _check_spec(cfg.student)
+    teacher = AutoConfig.from_pretrained(_resolve(cfg.teacher.general_model or cfg.teacher.model))
+    spec, problems = cfg.student, []
+    try:
+        layer_map(spec.num_layers, teacher.num_hidden_layers, cfg.loss.layer_mapping)
+    except ValueError as err:
+        problems.append(f"student.num_layers={spec.num_layers}: {err}")
+    if cfg.loss.attention_weight and spec.num_heads != teacher.num_attention_heads:
+        problems.append(f"student.num_heads={spec.num_heads}, but the attention loss compares "
+                        f"head by head with the teacher's {teacher.num_attention_heads}; set "
+                        f"student.num_heads={teacher.num_attention_heads} or "
+                        f"loss.attention_weight=0")
+    if spec.init == "teacher":
+        for key, t_key in (("hidden_size", "hidden_size"), ("num_heads", "num_attention_heads"),
+                           ("intermediate_size", "intermediate_size")):
+            if getattr(spec, key) != getattr(teacher, t_key):
+                problems.append(f"student.init='teacher' copies teacher layers, so student."
+                                f"{key} must be {getattr(teacher, t_key)}, not "
+                                f"{getattr(spec, key)}")
+    if problems:
+        raise ValueError("the student does not fit the teacher "
+                         f"({teacher.num_hidden_layers} layers, {teacher.num_attention_heads} "
+                         "heads): " + "; ".join(problems))
+
+
 def check_compatible(teacher: PreTrainedModel, student: PreTrainedModel, *, tokenizer: Any = None,
                      need_attention: bool = True, need_prediction: bool = True,
-                     layer_mapping: str = "uniform") -> None:
+                     layer_mapping: str | None = "uniform") -> None:
     """Raise ``ValueError`` listing every reason the pair cannot be distilled as configured.
 
     Checks: same vocabulary size; same vocabulary *contents* when both models were loaded from
@@ -350,7 +400,8 @@ def check_compatible(teacher: PreTrainedModel, student: PreTrainedModel, *, toke
                                 f"(attn_implementation={model.config._attn_implementation!r}); "
                                 f"call use_attention_scores({who})")
     try:
-        layer_map(s.num_hidden_layers, t.num_hidden_layers, layer_mapping)
+        if layer_mapping is not None:  # None: no layer is distilled (prediction-layer only)
+            layer_map(s.num_hidden_layers, t.num_hidden_layers, layer_mapping)
     except ValueError as err:
         problems.append(f"layers: {err}")
     if problems:

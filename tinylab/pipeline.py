@@ -15,13 +15,13 @@ this module only chains them and writes the results.
 Several processes: ``torchrun --nproc_per_node 2 -m tinylab distill --profile ci`` (CPU, gloo)
 or ``accelerate launch --multi_gpu -m tinylab distill ...`` trains data-parallel; the main
 process alone writes files, evaluates and prints. Interrupted runs continue with ``--resume``
-(checkpoints in ``DIR/checkpoints/``, removed after a successful run).
+(checkpoints in ``DIR/checkpoints/``, removed after a successful run). ``DIR`` must be new,
+empty or an earlier run's (``--overwrite`` to write into a folder with other files).
 """
 from __future__ import annotations
 
 import json
 import platform
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -84,6 +84,12 @@ def results_table(report: dict[str, Any]) -> str:
     text.append(f"student keeps {100 * ratio:.1f}% of the teacher's test accuracy, is "
                 f"{report['summary']['speedup_b32']:.1f}x faster at batch 32 and "
                 f"{report['summary']['size_ratio']:.1f}x smaller on disk")
+    majority = report["summary"].get("majority_baseline")
+    if majority is not None and not report["summary"].get("teacher_beats_majority", True):
+        text.append(f"warning: the teacher is no better than always predicting the most "
+                    f"frequent class ({100 * majority:.1f}% of the test set), so the share of "
+                    f"its accuracy the student keeps means nothing here; train the teacher "
+                    f"longer (e.g. --profile quick)")
     return "\n".join(text)
 
 
@@ -93,7 +99,7 @@ def _stage_seconds(history) -> dict[str, float]:
 
 def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool = False, *,
                  progress: bool = True, checkpoint_every: int | None = CHECKPOINT_EVERY,
-                 callbacks: Sequence[Callable] = ()) -> dict[str, Any]:
+                 callbacks: Sequence[Callable] = (), overwrite: bool = False) -> dict[str, Any]:
     """Run teacher fine-tuning, general distillation, augmentation, task distillation and the
     evaluation; write the outputs to ``output_dir`` (default ``runs/<profile>``).
 
@@ -102,6 +108,10 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     and library versions. ``resume=True`` continues from ``output_dir/checkpoints`` after an
     interruption (the same configuration and number of processes are required).
     ``callbacks`` go to every training stage (see :class:`tinylab.distill.StepInfo`).
+    Before any work: the device and precision are checked, the student's shape is checked
+    against the teacher's configuration (no weights loaded), and the output folder is claimed
+    (:func:`tinylab.run_folder.claim_output_dir`: a folder with files tinylab did not write is
+    refused unless ``overwrite``; a resume with changed settings is refused).
     With several processes only the main process evaluates, writes and returns the report;
     the others return ``{}``.
     """
@@ -110,6 +120,7 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     from tinylab.data import load_task
     from tinylab.distill import (History, finetune_teacher, general_student, make_accelerator,
                                  task_distillation)
+    from tinylab.distill.checkpoint import remove_checkpoint_tree
     from tinylab.distill.stages import general_cache_key, teacher_cache_key
 
     from tinylab.device import describe, resolve_device, resolve_precision
@@ -120,6 +131,12 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     out = Path(output_dir) if output_dir is not None else default_output_dir(cfg)
     accelerator = make_accelerator(cfg.device, cfg.precision)
     main = accelerator.is_main_process
+    from tinylab.models import check_student_shape
+    from tinylab.run_folder import claim_output_dir
+
+    check_student_shape(cfg)
+    if main:
+        claim_output_dir(out, cfg, resume=resume, overwrite=overwrite)
     checkpoints = out / "checkpoints"
     common = dict(accelerator=accelerator, resume=resume, progress=progress,
                   checkpoint_every=checkpoint_every, callbacks=callbacks)
@@ -129,8 +146,6 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
         if main:
             print(f"tinylab distill [{cfg.profile}]: {message}", flush=True)
 
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
     say(f"output folder {out.resolve()}; {accelerator.num_processes} process(es) on "
         f"{describe(accelerator.device, precision)}")
 
@@ -180,7 +195,7 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
         report = _evaluate_and_write(cfg, out, teacher, student, tokenizer, data, history, wall,
                                      accelerator.num_processes,
                                      describe(accelerator.device, precision))
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete
+        remove_checkpoint_tree(checkpoints)  # the run is complete (tinylab's files only)
         print(results_table(report), flush=True)
         say(f"wrote {out / 'report.json'}, {out / 'student'}, {out / 'teacher'} and plots")
     accelerator.wait_for_everyone()
@@ -216,7 +231,7 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
     test_tokens = tokenize(test, tokenizer, cfg.data.max_length)
     table = compare_models(models, tokenizer, test_tokens, list(test["text"]),
                            reference="teacher", batch_sizes=LATENCY_BATCH_SIZES,
-                           batch_size=cfg.eval_batch_size)
+                           batch_size=cfg.eval_batch_size, max_length=cfg.data.max_length)
     rows = {name: {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
             for name, row in table.to_dict(orient="index").items()}
     for name, model in models.items():
@@ -226,6 +241,10 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
         rows[name]["macro_f1"] = metrics["macro_f1"]
     wall["evaluation"] = {"seconds": round(time.perf_counter() - start, 2)}
     teacher_acc, student_acc = rows["teacher"]["accuracy"], rows["student"]["accuracy"]
+    counts = [0] * len(labels)
+    for label in test["label"]:
+        counts[label] += 1
+    majority = max(counts) / max(1, len(test))
     report = {
         "profile": cfg.profile,
         "task": cfg.data.task,
@@ -237,7 +256,11 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
                     "speedup_b1": rows["student"]["speedup_b1"],
                     "speedup_b32": rows["student"]["speedup_b32"],
                     "size_ratio": rows["student"]["size_ratio"],
-                    "params_ratio": rows["student"]["params_ratio"]},
+                    "params_ratio": rows["student"]["params_ratio"],
+                    # A teacher that only predicts the majority class makes retention
+                    # meaningless (a student doing the same "keeps 100%").
+                    "majority_baseline": majority,
+                    "teacher_beats_majority": teacher_acc > majority + 0.01},
         "validation": {name: log.last_accuracy for name, log in history.stages.items()
                        if log.evals},
         "timings": {"wall_seconds": wall, "stage_training_seconds": _stage_seconds(history),

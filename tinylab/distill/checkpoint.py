@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +33,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 __all__ = ["atomic_write_text", "atomic_directory", "save_checkpoint", "load_checkpoint",
+           "clear_checkpoints", "remove_checkpoint_tree",
            "latest_checkpoint", "capture_rng_state", "restore_rng_state", "CheckpointError"]
 
 
@@ -176,6 +178,46 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
         raise CheckpointError(f"{pointer} points to {path.name}, which is incomplete or missing; "
                               f"delete {directory} to start the stage again")
     return path
+
+
+def clear_checkpoints(directory: str | Path) -> list[Path]:
+    """Delete the checkpoints tinylab wrote in ``directory``, and nothing else.
+
+    tinylab's own entries are recognised by name and content: the ``latest`` pointer,
+    ``step-NNNNNNN/`` folders that hold a ``state.json``, and the ``.step-*.tmp-*`` /
+    ``.step-*.old-*`` leftovers of an interrupted write. Any other file or folder (a user's
+    notes, data that happens to be there) is left alone. The folder itself is removed only
+    when nothing is left in it. Returns what was deleted.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    gone: list[Path] = []
+    for entry in sorted(directory.iterdir()):
+        ours = (entry.name == "latest" and entry.is_file()) or (
+            entry.is_dir() and (
+                (re.fullmatch(r"step-\d{7}", entry.name) and (entry / "state.json").exists())
+                or re.fullmatch(r"\.step-\d{7}\.(tmp|old)-.+", entry.name)))
+        if ours:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            gone.append(entry)
+    with contextlib.suppress(OSError):
+        directory.rmdir()  # only succeeds when empty
+    return gone
+
+
+def remove_checkpoint_tree(root: str | Path) -> list[Path]:
+    """:func:`clear_checkpoints` in ``root`` and every folder below it, then remove the folders
+    that became empty (a finished run's ``checkpoints/teacher``, ``.../task/intermediate``...)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    gone: list[Path] = []
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if folder.exists():
+            gone += clear_checkpoints(folder)
+    gone += clear_checkpoints(root)
+    return gone
 
 
 def save_checkpoint(directory: str | Path, *, step: int, modules: dict[str, torch.nn.Module],

@@ -30,7 +30,6 @@ no process waits for a partner that has no batch). Because the order is a functi
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +39,9 @@ import torch
 from torch import nn
 
 from tinylab.config import StageConfig
-from tinylab.distill.checkpoint import (CheckpointError, capture_rng_state, latest_checkpoint,
-                                        load_checkpoint, restore_rng_state, save_checkpoint)
+from tinylab.distill.checkpoint import (CheckpointError, capture_rng_state, clear_checkpoints,
+                                        latest_checkpoint, load_checkpoint, restore_rng_state,
+                                        save_checkpoint)
 from tinylab.distill.history import History, StageLog
 
 __all__ = ["make_accelerator", "train_stage", "StepInfo", "NonFiniteLossError", "model_inputs",
@@ -215,7 +215,9 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
     ``labels``, ``example_idx``). ``evaluate()`` returns metrics (e.g. ``{"accuracy": ..}``); it
     runs on the main process only, when :attr:`StageConfig.eval_every` says so.
     ``checkpoint_dir``: save a resumable checkpoint every ``checkpoint_every`` steps and at
-    the end; ``resume=True`` continues from the latest one there (otherwise it is cleared).
+    the end; ``resume=True`` continues from the latest one there (otherwise tinylab's earlier
+    checkpoints there are deleted - only those, see :func:`~tinylab.distill.checkpoint.
+    clear_checkpoints`; other files in the folder are never touched).
     ``callbacks``: called with a :class:`StepInfo` after each step (tests use one to interrupt).
     Modules are trained in place; the returned history holds only this stage.
     """
@@ -274,7 +276,9 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
             if main:
                 print(f"[{name}] resumed from {found} at step {start}/{total}")
         elif main and checkpoint_dir.exists():
-            shutil.rmtree(checkpoint_dir)  # a fresh run: old checkpoints must not be mixed in
+            # A fresh run: old checkpoints must not be mixed in. Only tinylab's own entries go;
+            # anything else in the folder is the user's and stays.
+            clear_checkpoints(checkpoint_dir)
         accelerator.wait_for_everyone()
 
     def save(step: int) -> None:

@@ -39,7 +39,8 @@ from tinylab.distill.loop import (EXAMPLE_INDEX, MODEL_INPUTS, StepInfo, make_ac
 from tinylab.distill.teacher_outputs import TeacherOutputs, expected_passes, merge_needs
 
 __all__ = ["finetune_teacher", "general_distillation", "general_student", "task_distillation",
-           "train_baseline", "teacher_cache_key", "general_cache_key", "BASELINES"]
+           "train_baseline", "teacher_cache_key", "general_cache_key", "BASELINES",
+           "teacher_cache_setting"]
 
 BASELINES = ("gold", "kd")
 # Parts of BertForSequenceClassification that only the prediction layer uses: frozen while the
@@ -133,6 +134,22 @@ def _seeded_head(student, seed: int):
     return student
 
 
+def teacher_cache_setting(cfg: Config) -> dict[str, Any]:
+    """``enabled`` / ``why_disabled`` for the layer-distilling :class:`TeacherOutputs`.
+
+    The cache keeps each example unpadded and pads batches with zeros (hidden states) and the
+    mask value (scores); the teacher run on the fly keeps the real values it computes at padded
+    positions. The paper's masked losses never look there, so both give the same loss; the
+    official-code switches (``loss.official_hidden``, ``loss.official_attention``) do look, so
+    with either one on the teacher always runs on the fly - the official code's behaviour -
+    and the result never depends on whether the cache fitted in memory.
+    """
+    if cfg.loss.official_hidden or cfg.loss.official_attention:
+        return {"enabled": False, "why_disabled": "official_hidden/official_attention compare "
+                                                  "padded positions, which the cache drops"}
+    return {"enabled": cfg.cache_teacher_outputs}
+
+
 def _teacher_stage(cfg: Config) -> StageConfig:
     t = cfg.teacher
     return StageConfig(epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size,
@@ -184,7 +201,14 @@ def teacher_cache_key(cfg: Config) -> str:
                                        "train_size", "validation_size", "test_size",
                                        "split_seed")}
     teacher = {k: v for k, v in dataclasses.asdict(cfg.teacher).items() if k != "general_model"}
-    return config_hash("teacher-v1", teacher, data, cfg.seed, cfg.group_by_length)
+    return config_hash("teacher-v1", teacher, data, cfg.seed, cfg.group_by_length,
+                       *_precision_part(cfg))
+
+
+def _precision_part(cfg: Config) -> tuple[Any, ...]:
+    """Mixed precision changes what training computes, so it is part of a cache key; fp32 adds
+    nothing, which keeps the keys of every fp32 result made before the setting existed."""
+    return () if cfg.precision == "fp32" else ({"precision": cfg.precision},)
 
 
 def finetune_teacher(cfg: Config, data, *, cache: bool = True, accelerator=None,
@@ -285,7 +309,7 @@ def general_distillation(cfg: Config, teacher, student, corpus, *, tokenizer=Non
     targets = TeacherOutputs(teacher, train, tokenizer, criterion.teacher_layers("general"),
                              passes=expected_passes(cfg.general, len(train),
                                                     accelerator.num_processes),
-                             enabled=cfg.cache_teacher_outputs, memory_budget=memory_budget,
+                             **teacher_cache_setting(cfg), memory_budget=memory_budget,
                              batch_size=cfg.eval_batch_size, accelerator=accelerator,
                              progress=progress)
     student.train()
@@ -311,7 +335,14 @@ def general_cache_key(cfg: Config) -> str:
                                         "shared_projection")},
         {k: getattr(d, k) for k in ("general_corpus", "general_size", "general_max_length",
                                     "split_seed")},
-        cfg.seed, cfg.group_by_length)
+        cfg.seed, cfg.group_by_length,
+        # Added later: only when they differ from the defaults, so earlier keys stay valid.
+        *([{"official_hidden": True}] if loss.official_hidden else []),
+        *([{"text_column": d.text_column}] if d.text_column != "text" else []),
+        # The cache stores teacher targets in float16; on the fly they are float32.
+        *([{"cache_teacher_outputs": False}] if not teacher_cache_setting(cfg)["enabled"]
+          else []),
+        *_precision_part(cfg))
 
 
 def general_student(cfg: Config, *, num_labels: int | None = None,
@@ -417,7 +448,7 @@ def task_distillation(cfg: Config, teacher, student, train, validation=None, *, 
     common = dict(train=ds, tokenizer=tokenizer, seed=cfg.seed, accelerator=accelerator,
                   resume=resume, callbacks=callbacks, checkpoint_every=checkpoint_every,
                   group_by_length=cfg.group_by_length, progress=progress)
-    cache_args = dict(enabled=cfg.cache_teacher_outputs, memory_budget=memory_budget,
+    cache_args = dict(**teacher_cache_setting(cfg), memory_budget=memory_budget,
                       batch_size=cfg.eval_batch_size, accelerator=accelerator, progress=progress)
     criterion = _loss_module(cfg, teacher, student, "intermediate")
     need_a = criterion.teacher_layers("intermediate")
@@ -445,6 +476,9 @@ def task_distillation(cfg: Config, teacher, student, train, validation=None, *, 
         out["intermediate"]["intermediate"].info["teacher"] = targets.summary()
 
     if b.enabled:
+        if not a.enabled:  # stage a checked the pair; alone, stage b still needs the labels
+            check_compatible(teacher, student, tokenizer=tokenizer, need_attention=False,
+                             layer_mapping=None)
         criterion.to(accelerator.device)
         logits = targets.subset(need_b)
 
@@ -502,6 +536,11 @@ def train_baseline(cfg: Config, teacher, student, data, kind: str = "gold", *,
             logits = m["student"](**model_inputs(batch)).logits
             return {"total": F.cross_entropy(logits, batch["labels"])}
     else:
+        from tinylab.models import check_compatible
+
+        # Class c of the teacher must be class c of the student (the KD loss pairs them).
+        check_compatible(teacher, student, tokenizer=tokenizer, need_attention=False,
+                         layer_mapping=None)
         targets = TeacherOutputs(teacher, ds, tokenizer, {"hidden_states": [], "attentions": [],
                                                           "logits": True},
                                  passes=expected_passes(stage, len(ds), accelerator.num_processes),

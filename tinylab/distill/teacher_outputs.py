@@ -98,7 +98,8 @@ class TeacherOutputs:
 
     def __init__(self, teacher, train, tokenizer, need: Mapping[str, Any], *, passes: float,
                  enabled: bool = True, memory_budget: int | None = None, batch_size: int = 64,
-                 accelerator=None, progress: bool = True):
+                 accelerator=None, progress: bool = True,
+                 why_disabled: str = "cache_teacher_outputs=False"):
         self.teacher = teacher.eval().requires_grad_(False)
         self.need = {"hidden_states": list(need["hidden_states"]),
                      "attentions": list(need["attentions"]), "logits": bool(need["logits"])}
@@ -111,7 +112,7 @@ class TeacherOutputs:
         budget = _budget(memory_budget)
         size = estimate_cache_bytes(lengths, self.need, teacher.config)
         if not enabled:
-            reason = "disabled (cache_teacher_outputs=False)"
+            reason = f"disabled ({why_disabled})"
         elif passes <= 1:
             reason = f"each example is seen {passes:.2g} time(s): a cache would save nothing"
         elif size > budget:
