@@ -27,6 +27,16 @@ WORDS = ("the a an and or but not no is was are be this that it film movie story
          "##s ##ed ##ing ##ly ##er ##est . , ! ? ' - ( ) :").split()
 
 
+def toy_texts(n: int, seed: int, max_words: int = 14) -> list[str]:
+    """``n`` random sentences of 2..``max_words`` words from :data:`WORDS` (letters only)."""
+    import random
+
+    rng = random.Random(seed)
+    vocab = [w for w in WORDS if w.isalpha()]
+    return [" ".join(rng.choice(vocab) for _ in range(rng.randint(2, max_words)))
+            for _ in range(n)]
+
+
 def write_vocab(folder: Path) -> Path:
     """A small WordPiece vocabulary: specials, a few hundred words, letters and their ## forms."""
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]

@@ -14,13 +14,12 @@ cannot run on ``meta``; ``make gpu-check`` runs those on a real GPU.
 from __future__ import annotations
 
 import contextlib
-import random
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from conftest import WORDS
+from conftest import toy_texts
 
 from tinylab import device as dev
 from tinylab.config import get_config
@@ -204,9 +203,7 @@ class MetaAccelerator:
 
 
 def _texts(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    vocab = [w for w in WORDS if w.isalpha()]
-    return [" ".join(rng.choice(vocab) for _ in range(rng.randint(2, 10))) for _ in range(n)]
+    return toy_texts(n, seed, max_words=10)
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import WORDS
+from conftest import toy_texts
 
 from tinylab.config import get_config
 from tinylab.distill import (BASELINES, History, NonFiniteLossError, StageLog, TeacherOutputs,
@@ -44,9 +43,7 @@ def interrupt_at(stage: str, step: int):
 # --------------------------------------------------------------------------------------------
 
 def _texts(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    vocab = [w for w in WORDS if w.isalpha()]
-    return [" ".join(rng.choice(vocab) for _ in range(rng.randint(2, 14))) for _ in range(n)]
+    return toy_texts(n, seed, max_words=14)
 
 
 @pytest.fixture(scope="module")
