@@ -7,6 +7,7 @@
     tinylab course run [--profile P] [--output DIR] [--alone]   execute every notebook
     tinylab course sync [--check]       Colab badge, install cell and run time in each notebook
     tinylab course times SUMMARY...     the generated run-time table (docs/notebook-times.md)
+    tinylab course solutions DIR        the answer key: notebooks with every exercise filled in
     tinylab course lab                  open JupyterLab on the course
     tinylab gpu-check                   the ci pipeline and every notebook on a CUDA GPU
 
@@ -85,6 +86,14 @@ def _cmd_course_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_course_solutions(args: argparse.Namespace) -> int:
+    from tinylab.answer_key import write_solutions
+
+    for path in write_solutions(args.folder):
+        print(path)
+    return 0
+
+
 def _cmd_course_times(args: argparse.Namespace) -> int:
     from tinylab.colab import TIMES_MD, sync_notebooks, write_times
 
@@ -157,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "(tinylab.colab)")
     p_sync.add_argument("--check", action="store_true", help="only report what would change")
     p_sync.set_defaults(func=_cmd_course_sync)
+    p_sol = sub_course.add_parser(
+        "solutions", help="the answer key: notebook copies with every exercise filled in "
+                          "(tinylab.answer_key)")
+    p_sol.add_argument("folder", help="a new or empty folder for the copies")
+    p_sol.set_defaults(func=_cmd_course_solutions)
     p_times = sub_course.add_parser(
         "times", help="docs/notebook-times.md from `course run --alone` summaries, and sync")
     p_times.add_argument("summaries", nargs="+", help="summary.json files of --alone runs")

@@ -1,0 +1,56 @@
+"""The answer key (``tinylab course solutions``): every exercise filled in, and it passes."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tinylab.answer_key import EXERCISE_CALL, write_solutions
+from tinylab.course import NOTEBOOK_DIR, list_notebooks
+from tinylab.exercises import names
+
+NOTEBOOKS = list_notebooks()
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("answer_key")
+    write_solutions(folder)
+    return folder
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_exercise_is_filled_in(key, path):
+    nb = nbformat.read(key / path.name, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert not any("raise NotImplementedError" in c and EXERCISE_CALL.search(c) for c in code)
+    filled = {m.group(1) for c in code if "Answer key" in c for m in EXERCISE_CALL.finditer(c)}
+    assert filled == set(names(f"nb{path.stem[:2]}")), path.name
+    original = nbformat.read(path, as_version=4)
+    assert len(nb.cells) == len(original.cells)        # only exercise cells were replaced
+
+
+def test_answer_key_never_replaces_existing_files(tmp_path):
+    (tmp_path / NOTEBOOKS[0].name).write_text("my edited copy")
+    with pytest.raises(FileExistsError, match="already exists"):
+        write_solutions(tmp_path)
+    assert (tmp_path / NOTEBOOKS[0].name).read_text() == "my edited copy"
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_answer_key_notebook_runs_and_every_check_passes(key, path, tmp_path):
+    from tinylab.course import run_notebook
+
+    executed = tmp_path / path.name
+    run_notebook(key / path.name, executed, parameters={"PROFILE": "ci",
+                                                        "OUTPUT_DIR": str(tmp_path)},
+                 cwd=NOTEBOOK_DIR, progress=False, execution_timeout=600)
+    nb = nbformat.read(executed, as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    for name in names(f"nb{path.stem[:2]}"):
+        assert re.search(rf"\[{re.escape(name)}\] correct", printed), f"{name} did not pass"

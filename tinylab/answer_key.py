@@ -1,0 +1,83 @@
+"""The answer key: copies of the course notebooks with every exercise filled in.
+
+``tinylab course solutions DIR`` writes them. In each copy, every exercise cell (a stub ending
+in ``raise NotImplementedError``, then ``check("nbNN.name", function)``) is replaced by the
+reference solution's source from ``tinylab/exercises/nbNN.py`` - the same function the checker
+is tested against - and the same ``check`` call. CI executes the copies (``tests/
+test_answer_key.py``), so the key and the checks cannot drift apart.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import textwrap
+from pathlib import Path
+
+__all__ = ["EXERCISE_CALL", "solution_cell", "write_solutions"]
+
+#: ``check("nb03.name", candidate)`` in an exercise cell.
+EXERCISE_CALL = re.compile(r"""check\(\s*["'](nb\d\d\.\w+)["']\s*,\s*(\w+)\s*\)""")
+
+
+def _module_imports(module) -> list[str]:
+    """The top-level ``import`` lines of an exercise module (what its references use)."""
+    tree = ast.parse(inspect.getsource(module))
+    lines = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            text = ast.unparse(node)
+            if "__future__" not in text and "tinylab.exercises" not in text:
+                lines.append(text)
+    return lines
+
+
+def solution_cell(name: str, learner_name: str) -> str:
+    """The source of the filled-in exercise cell for exercise ``name``."""
+    import importlib
+
+    from tinylab.exercises import get
+
+    exercise = get(name)
+    module = importlib.import_module(exercise.reference.__module__)
+    source = textwrap.dedent(inspect.getsource(exercise.reference)).rstrip()
+    lines = [f'# Answer key: the reference solution of "{name}" '
+             f"({module.__name__.replace('.', '/')}.py).", *_module_imports(module), "", source]
+    if exercise.reference.__name__ != learner_name:
+        lines += ["", f"{learner_name} = {exercise.reference.__name__}"]
+    lines += ["", f'assert check("{name}", {learner_name})']
+    return "\n".join(lines)
+
+
+def write_solutions(out_dir: str | Path, notebook_dir: str | Path | None = None) -> list[Path]:
+    """Write the answer-key copies of every course notebook into ``out_dir``; return them.
+
+    Refuses (``FileExistsError``, one line) to replace a file that is already there: the
+    folder may hold someone's edited copies. Outputs and everything but the exercise cells
+    are kept as they are; the copies keep their ``parameters`` cell, so papermill and
+    ``tinylab course run --notebook-dir`` run them like the originals.
+    """
+    import nbformat
+
+    from tinylab.course import list_notebooks
+
+    out = Path(out_dir)
+    sources = list_notebooks(notebook_dir)
+    clashes = [out / p.name for p in sources if (out / p.name).exists()]
+    if clashes:
+        raise FileExistsError(f"{clashes[0]} already exists; write the answer key into a new "
+                              f"or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sources:
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "code" or "raise NotImplementedError" not in cell.source:
+                continue
+            match = EXERCISE_CALL.search(cell.source)
+            if match:
+                cell.source = solution_cell(match.group(1), match.group(2))
+        nb.metadata.setdefault("tinylab", {})["answer_key"] = True
+        nbformat.write(nb, out / path.name)
+        written.append(out / path.name)
+    return written
