@@ -9,6 +9,8 @@
     tinylab course times SUMMARY...     the generated run-time table (docs/notebook-times.md)
     tinylab course solutions DIR        the answer key: notebooks with every exercise filled in
     tinylab course lab                  open JupyterLab on the course
+    tinylab course prepare [--profile P]   fill the cache as the notebooks would (room set-up)
+    tinylab cache pack FILE / unpack FILE  move a prepared cache on a USB stick, verified
     tinylab gpu-check                   the ci pipeline and every notebook on a CUDA GPU
 
 Each subcommand is a thin wrapper: the work lives in the module named in its help text, so
@@ -83,6 +85,39 @@ def _cmd_course_sync(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     print(("updated: " + ", ".join(changed)) if changed else "notebooks in sync")
+    return 0
+
+
+def _cmd_course_prepare(args: argparse.Namespace) -> int:
+    from tinylab.assets import cache_dir
+    from tinylab.config import resolve_profile_name
+    from tinylab.course import prepare
+
+    profile = resolve_profile_name(args.profile)
+    for step, seconds in prepare(profile).items():
+        print(f"{step:<16} {seconds:8.1f} s")
+    print(f"cache {cache_dir()} is prepared for the {profile!r} notebooks; "
+          f"`tinylab cache pack FILE` copies it to other machines")
+    return 0
+
+
+def _cmd_cache_pack(args: argparse.Namespace) -> int:
+    from tinylab.cache_pack import pack_cache
+
+    manifest = pack_cache(args.file)
+    size = sum(f["size"] for f in manifest["files"].values())
+    print(f"packed {len(manifest['entries'])} entries ({len(manifest['files'])} files, "
+          f"{size / 1e6:.1f} MB) into {args.file}")
+    return 0
+
+
+def _cmd_cache_unpack(args: argparse.Namespace) -> int:
+    from tinylab.assets import cache_dir
+    from tinylab.cache_pack import unpack_cache
+
+    result = unpack_cache(args.file)
+    print(f"verified every file; added {len(result['added'])} entries to {cache_dir()}, kept "
+          f"{len(result['kept'])} already there")
     return 0
 
 
@@ -166,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "(tinylab.colab)")
     p_sync.add_argument("--check", action="store_true", help="only report what would change")
     p_sync.set_defaults(func=_cmd_course_sync)
+    p_prep = sub_course.add_parser(
+        "prepare", help="fill the cache with the teacher, general student and augmented data "
+                        "the notebooks would compute (tinylab.course.prepare)")
+    p_prep.add_argument("--profile", default=None, help="ci, quick or full (default: quick)")
+    p_prep.set_defaults(func=_cmd_course_prepare)
     p_sol = sub_course.add_parser(
         "solutions", help="the answer key: notebook copies with every exercise filled in "
                           "(tinylab.answer_key)")
@@ -178,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_lab = sub_course.add_parser("lab", help="open JupyterLab on notebooks/")
     p_lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab")
     p_lab.set_defaults(func=_cmd_course_lab)
+    p_cache = sub.add_parser("cache", help="move a prepared cache between machines "
+                                           "(tinylab.cache_pack)")
+    sub_cache = p_cache.add_subparsers(dest="cache_command", required=True)
+    p_pack = sub_cache.add_parser("pack", help="write the cache into a tar file")
+    p_pack.add_argument("file")
+    p_pack.set_defaults(func=_cmd_cache_pack)
+    p_unpack = sub_cache.add_parser("unpack", help="verify a pack and add its entries")
+    p_unpack.add_argument("file")
+    p_unpack.set_defaults(func=_cmd_cache_unpack)
+
     p_gpu = sub.add_parser(
         "gpu-check", help="the ci pipeline and every notebook on a CUDA GPU (tinylab.gpu_check)")
     p_gpu.add_argument("--device", default="cuda", help="device to check (default: cuda)")

@@ -35,7 +35,8 @@ from typing import Any, Mapping, Sequence
 
 __all__ = ["NOTEBOOK_DIR", "DEFAULT_OUTPUT_DIR", "NotebookRun", "list_notebooks",
            "select_notebooks", "run_notebook", "run_course", "save_results", "load_results",
-           "build_summary", "summary_markdown", "open_lab", "fresh_cache"]
+           "build_summary", "summary_markdown", "open_lab", "fresh_cache", "prepare",
+           "notebook_config", "NOTEBOOK_OVERRIDES"]
 
 #: The course notebooks (a source checkout: ``<repo>/notebooks``).
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -248,6 +249,56 @@ def run_notebook(path: str | Path, output_path: str | Path, *, parameters: Mappi
         cwd=str(cwd if cwd is not None else path.parent), progress_bar=progress,
         log_output=False, execution_timeout=execution_timeout)
     return time.perf_counter() - start
+
+
+#: Settings a notebook changes on top of its profile, by notebook number and profile.
+#: Notebook 05 trains five students; under ``quick`` each stage is capped so that the whole
+#: notebook fits its 20-minute budget on 2 cores (caps of 400/600/400 steps took 22.5 min).
+NOTEBOOK_OVERRIDES: dict[str, dict[str, tuple[str, ...]]] = {
+    "05": {"quick": ("general.max_steps=300", "task_intermediate.max_steps=500",
+                     "task_prediction.max_steps=300", "task_prediction.eval_every=200")},
+}
+
+
+def notebook_config(notebook: str, profile: str | None = None):
+    """The configuration notebook ``notebook`` (``"05"``) runs with: its profile plus
+    :data:`NOTEBOOK_OVERRIDES`. ``tinylab course prepare`` uses it too, so what it caches has
+    the keys the notebook looks up."""
+    from tinylab.config import get_config
+
+    cfg = get_config(profile)
+    return cfg.replace(*NOTEBOOK_OVERRIDES.get(notebook[:2], {}).get(cfg.profile, ()))
+
+
+def prepare(profile: str | None = None, *, progress: bool = True) -> dict[str, float]:
+    """Fill the cache with everything the notebooks would otherwise compute (room set-up).
+
+    The fine-tuned teacher (notebooks 02-06), the general student and the augmented training
+    set (notebook 05), each under the configuration the notebook uses (:func:`notebook_config`)
+    and therefore under the same cache key. Returns the seconds each step took (0-ish when it
+    was cached already). Notebook 05's five students are trained in the notebook itself.
+    """
+    from tinylab.augment import augment_dataset
+    from tinylab.data import load_general_corpus, load_task
+    from tinylab.distill import finetune_teacher, general_student
+
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    cfg = notebook_config("02", profile)
+    data = load_task(cfg.data)
+    teacher, tokenizer, _ = finetune_teacher(cfg, data, progress=progress)
+    seconds["teacher"] = time.perf_counter() - start
+    cfg05 = notebook_config("05", profile)
+    labels = data["train"].features["label"].names
+    start = time.perf_counter()
+    general_student(cfg05, id2label=labels, corpus=load_general_corpus(cfg05.data),
+                    progress=progress)
+    seconds["general student"] = time.perf_counter() - start
+    start = time.perf_counter()
+    augment_dataset(data["train"], tokenizer, teacher, cfg05.augment, seed=cfg05.seed,
+                    progress=progress)
+    seconds["augmented data"] = time.perf_counter() - start
+    return seconds
 
 
 def fresh_cache(folder: str | Path) -> Path:
