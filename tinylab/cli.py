@@ -79,7 +79,11 @@ def _cmd_course_run(args: argparse.Namespace) -> int:
 def _cmd_course_sync(args: argparse.Namespace) -> int:
     from tinylab.colab import sync_notebooks
 
+    from tinylab.agenda import sync_instructor_guide
+
     changed = sync_notebooks(check=args.check)
+    if sync_instructor_guide(check=args.check):
+        changed.append("docs/instructor.md (agendas)")
     if args.check and changed:
         print(f"tinylab: error: out of sync (run `tinylab course sync`): {', '.join(changed)}",
               file=sys.stderr)
@@ -132,9 +136,13 @@ def _cmd_course_solutions(args: argparse.Namespace) -> int:
 def _cmd_course_times(args: argparse.Namespace) -> int:
     from tinylab.colab import TIMES_MD, sync_notebooks, write_times
 
-    write_times(args.summaries)
+    from tinylab.agenda import sync_instructor_guide
+
+    write_times(args.summaries, label=args.label)
     changed = sync_notebooks()
-    print(f"wrote {TIMES_MD}; notebook headers updated: {', '.join(changed) or 'none'}")
+    if sync_instructor_guide():
+        changed.append("docs/instructor.md (agendas)")
+    print(f"wrote {TIMES_MD}; updated: {', '.join(changed) or 'nothing else'}")
     return 0
 
 
@@ -214,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_times = sub_course.add_parser(
         "times", help="docs/notebook-times.md from `course run --alone` summaries, and sync")
     p_times.add_argument("summaries", nargs="+", help="summary.json files of --alone runs")
+    p_times.add_argument("--label", default=None,
+                         help='file a run that is not --alone under this name, e.g. '
+                              '"quick, prepared cache"')
     p_times.set_defaults(func=_cmd_course_times)
     p_lab = sub_course.add_parser("lab", help="open JupyterLab on notebooks/")
     p_lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab")

@@ -316,6 +316,9 @@ def fresh_cache(folder: str | Path) -> Path:
     if folder.exists() and any(folder.iterdir()):
         raise FileExistsError(f"{folder} is not empty; a fresh cache needs a new folder")
     source = assets.cache_dir() / "assets"
+    if source.parent.resolve() == folder.resolve():
+        raise ValueError(f"$TINYLAB_CACHE already points at {folder}: a fresh cache links the "
+                         f"assets of another cache; unset it or choose another folder")
     if not all((source / name).is_dir() for name in assets.ASSETS):
         assets.fetch(progress=False)
     folder.mkdir(parents=True, exist_ok=True)
