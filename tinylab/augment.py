@@ -26,7 +26,7 @@ returned here is the gold label of the *source* sentence, kept only so that
 How tinylab differs from the authors' ``data_augmentation.py``:
 
 * one batched masked-LM forward per sentence (all masked copies at once) instead of one
-  forward per word; SPEC.md notes a batched version is about 8x faster;
+  forward per word; a batched version is reported to be about 8x faster;
 * only the masked positions go through the vocabulary projection, and the top-K is taken
   after removing the word itself, ``##`` pieces, special tokens and non-alphabetic tokens
   (the official script only removes ``##`` pieces, so its K often include the word itself);

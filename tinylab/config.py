@@ -46,7 +46,7 @@ DEFAULT_PROFILE = "quick"
 class DataConfig:
     """Where the labelled task and the unlabelled general corpus come from.
 
-    ``task``: ``"rotten_tomatoes_offline"`` (the offline asset, see ASSETS.md), a hub dataset
+    ``task``: ``"rotten_tomatoes_offline"`` (the offline asset, see docs/offline-assets.md), a hub dataset
     name such as ``"glue/sst2"`` or ``"rotten_tomatoes"``, or a local csv/json/jsonl/parquet file
     (``text_column`` / ``label_column`` map its columns).
     ``*_size``: subsample a split (stratified, deterministic) to at most this many examples;
@@ -129,7 +129,7 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The TinyBERT objective (paper Eq. 7-11) and the official-code switches (SPEC.md).
+    """The TinyBERT objective (paper Eq. 7-11) and the official-code switches (docs/paper-vs-code.md).
 
     Weights of 0 remove a term (the paper's "w/o Embd/Attn/Hidn/Pred" ablations).
     ``layer_mapping``: ``"uniform"`` (paper default), ``"top"`` or ``"bottom"``.

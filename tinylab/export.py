@@ -2,7 +2,7 @@
 
 A TinyBERT is an ordinary ``BertForSequenceClassification`` with a smaller config (there is no
 ``TinyBertModel`` class in transformers), so the export is ``save_pretrained`` plus care for
-three things that bite users of the official checkpoints (SPEC.md, "struggles" 7):
+three things that bite users of the official checkpoints (docs/paper-vs-code.md):
 
 * **no tinylab at load time**: during distillation the model may run the custom attention
   implementation ``"tinylab_scores"`` (to return pre-softmax scores). The exported

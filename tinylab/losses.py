@@ -4,7 +4,7 @@ Reference: Jiao et al., "TinyBERT: Distilling BERT for Natural Language Understa
 Findings of EMNLP 2020 (arXiv 1909.10351), Sec. 3.1, Eq. 7-11. The paper's choices are the
 defaults; the authors' code (``task_distill.py`` / ``general_distill.py``) differs in a few
 places, each reachable through an ``official=...`` switch so a notebook can measure the gap
-(see ``/work/shared/SPEC.md``, "What the official code actually does").
+(see ``docs/paper-vs-code.md``).
 
 Notation: teacher with N transformer layers and width d, student with M layers and width d'.
 ``hidden_states`` from Hugging Face has N+1 (M+1) entries, index 0 being the embedding output.

@@ -1,0 +1,18 @@
+"""Nothing in the repository points at files learners do not have."""
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Course-development notes that live outside the repository, and absolute machine paths.
+OUTSIDE = [name + ".md" for name in ("SPEC", "ASSETS", "STYLE")] + ["/work/", "../shared"]
+
+
+def test_no_file_names_a_path_outside_the_repository():
+    files = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("tinylab/**/*.py"),
+             *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("scripts/*.py"),
+             *ROOT.glob("bench/*.py"), *ROOT.glob("bench/*.md"),
+             *(p for p in ROOT.glob("tests/*.py") if p.name != Path(__file__).name)]
+    found = [f"{p.relative_to(ROOT)}: {needle}" for p in files
+             for needle in OUTSIDE if needle in p.read_text(encoding="utf-8")]
+    assert not found, f"point at docs/ instead: {found}"
