@@ -61,6 +61,21 @@ class Scratch:
         return sum(1 for p, h in self.user.items()
                    if not p.exists() or hashlib.sha256(p.read_bytes()).hexdigest() != h)
 
+    def private_assets(self, *, copy: bool) -> Path:
+        """Replace the linked assets folder by one of this case's own: copies of the assets
+        (``copy``, safe to corrupt) or links to each asset (its own folder for leftovers)."""
+        assets = self.cache / "assets"
+        real = assets.resolve()
+        assets.unlink()
+        if copy:
+            shutil.copytree(real, assets)
+            return assets
+        assets.mkdir()
+        for name in os.listdir(real):
+            if not name.startswith("."):  # the assets, not the lock file
+                (assets / name).symlink_to(real / name)
+        return assets
+
     def env(self, **extra) -> dict[str, str]:
         return {**os.environ, "TINYLAB_CACHE": str(self.cache), "TQDM_DISABLE": "1",
                 "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false",
@@ -169,10 +184,7 @@ def case_task_files(base):
 
 def case_flipped_byte(base):
     s = Scratch(base, "flipped_byte")
-    assets = s.cache / "assets"
-    real = assets.resolve()
-    assets.unlink()
-    shutil.copytree(real, assets)
+    assets = s.private_assets(copy=True)
     weights = assets / "all-MiniLM-L6-v2" / "model.safetensors"
     raw = bytearray(weights.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
@@ -188,13 +200,7 @@ def case_flipped_byte(base):
 
 def case_stale_fetch(base):
     s = Scratch(base, "stale_fetch")
-    assets = s.cache / "assets"
-    real = assets.resolve()
-    assets.unlink()
-    assets.mkdir()
-    for name in os.listdir(real):
-        if not name.startswith("."):  # the assets, not the lock file
-            (assets / name).symlink_to(real / name)
+    assets = s.private_assets(copy=False)
     stale = assets / ".tmp-all-MiniLM-L6-v2-killed"
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"\0" * 4096)

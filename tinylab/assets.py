@@ -425,7 +425,7 @@ def fetch(names: Iterable[str] | str | None = None, *, progress: bool = True) ->
             err.errno, "is not writable")
         raise PermissionError(
             f"the tinylab cache {cache_dir()} {why} ({err.strerror}: {err.filename}); point "
-            f"$TINYLAB_CACHE at a writable folder with ~200 MB free") from None
+            f"$TINYLAB_CACHE at a writable folder with ~100 MB free (the assets take 91 MB)") from None
 
 
 def _remove_stale_temporaries(root: Path) -> list[Path]:

@@ -21,7 +21,6 @@ Whatever fails, the existing cache is left as it was.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -30,6 +29,8 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from tinylab.assets import sha256_file
 
 __all__ = ["PACK_MANIFEST", "ENTRY_KINDS", "pack_cache", "unpack_cache", "PackError"]
 
@@ -49,14 +50,6 @@ def _version() -> str:
         return md.version("tinylab")
     except md.PackageNotFoundError:
         return "unknown"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _entries(root: Path, kinds) -> list[Path]:
@@ -92,7 +85,7 @@ def pack_cache(file: str | Path, *, cache: str | Path | None = None,
         paths = [root / entry] if (root / entry).is_file() else sorted(
             p for p in (root / entry).rglob("*") if p.is_file())
         for path in paths:
-            files[path.relative_to(root).as_posix()] = {"sha256": _sha256(path),
+            files[path.relative_to(root).as_posix()] = {"sha256": sha256_file(path),
                                                        "size": path.stat().st_size}
     manifest = {"format": PACK_FORMAT, "tinylab": _version(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -163,7 +156,7 @@ def unpack_cache(file: str | Path, *, cache: str | Path | None = None) -> dict[s
                             f"again")
         bad = [name for name, meta in manifest["files"].items()
                if (staging / name).stat().st_size != meta["size"]
-               or _sha256(staging / name) != meta["sha256"]]
+               or sha256_file(staging / name) != meta["sha256"]]
         if bad:
             raise PackError(f"{file}: {len(bad)} file(s) differ from the pack's manifest "
                             f"({', '.join(bad[:3])}); nothing was added. Copy the pack again")
