@@ -1,4 +1,4 @@
-"""``tinylab distill``: the whole TinyBERT pipeline in one call, with a report at the end.
+"""``tinylab distill``: the whole TinyBERT pipeline in one call, with a report at the end::
 
     teacher fine-tuning (or the cached teacher)        -> DIR/teacher/
     general distillation (or the cached general student)
