@@ -450,3 +450,34 @@ def test_unreachable_hub_names_the_offline_options(monkeypatch):
 def test_missing_general_corpus_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="general corpus file .* does not exist"):
         data.load_general_corpus(DataConfig(general_corpus=str(tmp_path / "none.txt")))
+
+
+def test_length_grouped_batches_come_in_random_order_not_longest_first():
+    """The loss-curve saw-tooth: HF's grouping sorts each mega-batch longest -> shortest.
+    tinylab keeps HF's batches (same padding) but shuffles their order inside each mega-batch."""
+    import random
+
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 60) for _ in range(3203)]
+    bs = 8
+    sampler = data.LengthGroupedEpochSampler(len(lengths), bs, seed=3, lengths=lengths)
+    order = sampler.indices(0)
+    hf = get_length_grouped_indices(lengths, bs, generator=torch.Generator().manual_seed(3))
+
+    def batches(o):
+        return [o[i:i + bs] for i in range(0, len(o), bs)]
+
+    ours, theirs = batches(order), batches(hf)
+    assert sorted(map(sorted, ours)) == sorted(map(sorted, theirs))  # same batches: same padding
+    assert max(lengths[i] for i in ours[0]) == max(lengths)  # longest batch still first
+    assert len(ours[-1]) == len(lengths) % bs == 3  # the short batch still last
+
+    def share_of_steps_down(bb):
+        peaks = [max(lengths[i] for i in b) for b in bb[:-1]]
+        return sum(a >= b for a, b in zip(peaks, peaks[1:])) / (len(peaks) - 1)
+
+    assert share_of_steps_down(theirs) > 0.95  # sorted: the saw-tooth
+    assert 0.35 < share_of_steps_down(ours) < 0.65  # a random order: about half
+    assert order == sampler.indices(0) and order != sampler.indices(1)

@@ -587,6 +587,13 @@ class LengthGroupedEpochSampler:
     of similar length, so dynamic padding adds few ``[PAD]`` tokens while batches stay random.
     With ``lengths=None`` it is a plain seeded shuffle.
 
+    Sorted mega-batches alone would feed the model its batches from the longest sentences to
+    the shortest, 50 batches at a time, and every loss curve would show that as a saw-tooth
+    (long sentences have a different loss). So the order of the *batches* inside each
+    mega-batch is shuffled too. The batches themselves, and hence the padding saved, are
+    exactly the ``Trainer``'s; the batch holding the longest example still comes first (an
+    out-of-memory error shows at step 1, not mid-epoch), and a short last batch stays last.
+
     Iterating advances the epoch; ``set_epoch(e)`` chooses it explicitly (e.g. on resume), so
     the order of epoch ``e`` is a pure function of ``(seed, e)``.
     """
@@ -611,9 +618,35 @@ class LengthGroupedEpochSampler:
             return torch.randperm(self.num_examples, generator=generator).tolist()
         from transformers.trainer_pt_utils import get_length_grouped_indices
 
-        return get_length_grouped_indices(self.lengths, self.batch_size,
-                                          mega_batch_mult=self.mega_batch_mult,
-                                          generator=generator)
+        order = get_length_grouped_indices(self.lengths, self.batch_size,
+                                           mega_batch_mult=self.mega_batch_mult,
+                                           generator=generator)
+        return self._shuffle_batches(order, generator)
+
+    def _mega_batch_size(self) -> int:
+        """``get_length_grouped_indices``'s mega-batch, in examples (its default multiplier)."""
+        mult = self.mega_batch_mult
+        if mult is None:
+            mult = min(len(self.lengths) // (self.batch_size * 4), 50) or 1
+        return mult * self.batch_size
+
+    def _shuffle_batches(self, order: list[int], generator) -> list[int]:
+        """Shuffle whole ``batch_size`` slices within each mega-batch of ``order``."""
+        import torch
+
+        size, bs = self._mega_batch_size(), self.batch_size
+        out: list[int] = []
+        for start in range(0, len(order), size):
+            chunk = order[start:start + size]
+            batches = [chunk[i:i + bs] for i in range(0, len(chunk), bs)]
+            tail = [batches.pop()] if len(batches[-1]) < bs else []  # a short batch stays last
+            perm = torch.randperm(len(batches), generator=generator).tolist()
+            batches = [batches[i] for i in perm]
+            if start == 0 and batches:  # the longest example's batch first, as before
+                first = next(i for i, b in enumerate(batches) if order[0] in b)
+                batches[0], batches[first] = batches[first], batches[0]
+            out += [i for batch in batches + tail for i in batch]
+        return out
 
     def __iter__(self) -> Iterator[int]:
         order = self.indices(self.epoch)

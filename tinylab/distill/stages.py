@@ -201,7 +201,9 @@ def teacher_cache_key(cfg: Config) -> str:
                                        "train_size", "validation_size", "test_size",
                                        "split_seed")}
     teacher = {k: v for k, v in dataclasses.asdict(cfg.teacher).items() if k != "general_model"}
-    return config_hash("teacher-v1", teacher, data, cfg.seed, cfg.group_by_length,
+    # v2: batches inside a length-grouped mega-batch come in random order (data.py), so a
+    # model trained by v1 code saw another order: not the same model.
+    return config_hash("teacher-v2", teacher, data, cfg.seed, cfg.group_by_length,
                        *_precision_part(cfg))
 
 
@@ -328,8 +330,8 @@ def general_distillation(cfg: Config, teacher, student, corpus, *, tokenizer=Non
 def general_cache_key(cfg: Config) -> str:
     """Hash of everything the general student depends on."""
     d, loss = cfg.data, cfg.loss
-    return config_hash(
-        "general-v1", cfg.teacher.general_model or cfg.teacher.model, cfg.student, cfg.general,
+    return config_hash(  # v2: see teacher_cache_key
+        "general-v2", cfg.teacher.general_model or cfg.teacher.model, cfg.student, cfg.general,
         {k: getattr(loss, k) for k in ("layer_mapping", "embedding_weight", "attention_weight",
                                         "hidden_weight", "official_attention",
                                         "shared_projection")},
