@@ -75,6 +75,9 @@ class TeacherConfig:
     name. The fine-tuned result is cached under ``$TINYLAB_CACHE/teachers/<config hash>``.
     ``general_model``: the *pre-trained, not fine-tuned* teacher used for general
     distillation (paper Sec. 3.3); ``None`` means the same backbone as ``model``.
+    ``eval_every`` and ``patience``: validation schedule and early stopping, as in
+    :class:`StageConfig`. With ``patience`` set, ``epochs`` is an upper bound and the teacher
+    is the best one validated (a teacher below its ceiling caps every student).
     """
 
     model: str = "offline:all-MiniLM-L6-v2"
@@ -85,6 +88,8 @@ class TeacherConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_steps: int | None = None
+    eval_every: int | None = None
+    patience: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,8 @@ class StageConfig:
     ``eval_every``: evaluate on the validation split every this many steps (``None``: once per
     epoch; ``0``: never). ``schedule``: ``"linear"`` (warm-up then linear decay) or
     ``"constant"`` (warm-up then constant, the official code's intermediate stage).
+    ``patience``: early stopping - end the stage after this many evaluations without a better
+    validation score and keep the best evaluated weights (``None``: train every step).
     """
 
     enabled: bool = True
@@ -125,6 +132,7 @@ class StageConfig:
     max_steps: int | None = None
     eval_every: int | None = None
     schedule: str = "linear"
+    patience: int | None = None
 
 
 @dataclass(frozen=True)
@@ -327,10 +335,12 @@ def _check_ranges(cfg: Config) -> None:
              "must be None or >= 1")
         if isinstance(stage, StageConfig):
             need(f"{name}.max_grad_norm", stage.max_grad_norm >= 0, "must be >= 0 (0: no clip)")
-            need(f"{name}.eval_every", stage.eval_every is None or stage.eval_every >= 0,
-                 "must be None (once per epoch), 0 (never) or >= 1")
             need(f"{name}.schedule", stage.schedule in ("linear", "constant"),
                  "use 'linear' or 'constant'")
+        need(f"{name}.eval_every", stage.eval_every is None or stage.eval_every >= 0,
+             "must be None (once per epoch), 0 (never) or >= 1")
+        need(f"{name}.patience", stage.patience is None or stage.patience >= 1,
+             "must be None (no early stopping) or >= 1 evaluations")
     s = cfg.student
     for key in ("num_layers", "hidden_size", "num_heads", "intermediate_size"):
         need(f"student.{key}", getattr(s, key) >= 1, "must be >= 1")

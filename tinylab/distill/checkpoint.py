@@ -26,7 +26,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -223,14 +223,16 @@ def remove_checkpoint_tree(root: str | Path) -> list[Path]:
 def save_checkpoint(directory: str | Path, *, step: int, modules: dict[str, torch.nn.Module],
                     optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any],
                     rng_states: list[dict[str, Any]], data_order: list[list[int]],
-                    keep: int = 1) -> Path:
+                    keep: int = 1, extra: Callable[[Path], None] | None = None) -> Path:
     """Write checkpoint ``step`` into ``directory`` and point ``latest`` at it.
 
     ``modules``: unwrapped modules by name (their ``state_dict`` goes to ``<name>.safetensors``);
     ``state``: JSON-able trainer state (step, epoch, history so far, ...);
     ``rng_states``: one :func:`capture_rng_state` per process (index = process rank);
     ``data_order``: the batches (lists of example indices) of the current epoch.
-    Older checkpoints beyond the newest ``keep`` are deleted. Call it on the main process only.
+    ``extra(folder)`` may add files (e.g. early stopping's best weights) before the folder
+    becomes the checkpoint. Older checkpoints beyond the newest ``keep`` are deleted. Call it
+    on the main process only.
     """
     directory = Path(directory)
     name = f"step-{step:07d}"
@@ -248,6 +250,8 @@ def save_checkpoint(directory: str | Path, *, step: int, modules: dict[str, torc
         payload = {"step": step, "modules": sorted(modules), "optimizer": opt_meta,
                    "scheduler": scheduler.state_dict(), "rng": rng_meta, "trainer": state}
         (tmp / "state.json").write_text(json.dumps(payload, indent=1))
+        if extra is not None:
+            extra(tmp)
     atomic_write_text(directory / "latest", name)
     old = sorted(p for p in directory.glob("step-*") if p.is_dir() and p.name != name)
     for p in old[:max(0, len(old) - (keep - 1))]:

@@ -42,6 +42,7 @@ from tinylab.config import StageConfig
 from tinylab.distill.checkpoint import (CheckpointError, capture_rng_state, clear_checkpoints,
                                         latest_checkpoint, load_checkpoint, restore_rng_state,
                                         save_checkpoint)
+from tinylab.distill.early_stopping import EarlyStopping
 from tinylab.distill.history import History, StageLog
 
 __all__ = ["make_accelerator", "train_stage", "StepInfo", "NonFiniteLossError", "model_inputs",
@@ -214,6 +215,9 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
     ``train``: a tokenised ``datasets.Dataset`` (``input_ids``, ``attention_mask``, optional
     ``labels``, ``example_idx``). ``evaluate()`` returns metrics (e.g. ``{"accuracy": ..}``); it
     runs on the main process only, when :attr:`StageConfig.eval_every` says so.
+    ``stage.patience``: stop after that many evaluations without a better score (the first
+    metric ``evaluate`` returns) and end with the best evaluated weights
+    (:class:`~tinylab.distill.early_stopping.EarlyStopping`; ``log.info["early_stopping"]``).
     ``checkpoint_dir``: save a resumable checkpoint every ``checkpoint_every`` steps and at
     the end; ``resume=True`` continues from the latest one there (otherwise tinylab's earlier
     checkpoints there are deleted - only those, see :func:`~tinylab.distill.checkpoint.
@@ -223,7 +227,7 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
     """
     if accelerator is None:
         accelerator = make_accelerator()
-    from accelerate.utils import gather_object, set_seed
+    from accelerate.utils import broadcast_object_list, gather_object, set_seed
 
     history = history if history is not None else History()
     world, rank, main = accelerator.num_processes, accelerator.process_index, \
@@ -256,6 +260,7 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
                          "processes": world, "steps_per_epoch": steps_per_epoch,
                          "total_steps": total, **(info or {})})
     start, current_epoch = 0, 0
+    stopper = EarlyStopping(stage.patience if evaluate is not None else None, modules)
 
     # -- resume -----------------------------------------------------------------------------
     if checkpoint_dir is not None:
@@ -273,6 +278,10 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
             restore_rng_state(rng_states[rank])
             start, current_epoch = state["step"], state["epoch"]
             log = StageLog.from_dict(state["log"])
+            if stopper.enabled and "early_stopping" in state:
+                stopper.load(found, state["early_stopping"])
+                if stopper.stopped_at is not None:  # it had already stopped: nothing to train
+                    start = total
             if main:
                 print(f"[{name}] resumed from {found} at step {start}/{total}")
         elif main and checkpoint_dir.exists():
@@ -287,8 +296,11 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
             state = {"step": step, "epoch": current_epoch, "total_steps": total,
                      "processes": world, "seed": seed, "stage": name,
                      "log": {**log.to_dict(), "seconds": log.seconds + time.perf_counter() - t0}}
+            if stopper.enabled:
+                state["early_stopping"] = stopper.state()
             save_checkpoint(checkpoint_dir, step=step, modules=modules, optimizer=optimizer,
-                            scheduler=scheduler, state=state, rng_states=rng, data_order=batches)
+                            scheduler=scheduler, state=state, rng_states=rng, data_order=batches,
+                            extra=stopper.save if stopper.enabled else None)
         accelerator.wait_for_everyone()
 
     # -- train ------------------------------------------------------------------------------
@@ -333,20 +345,33 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
             bar.update(1)
             bar.set_postfix(loss=f"{record['total']:.4g}", refresh=False)
 
+            stop = False
             if evaluate is not None and _should(stage.eval_every, step, total, steps_per_epoch):
+                score = [None]
                 if main:
                     metrics = evaluate()
                     log.evals.append({"step": step, **{k: float(v) for k, v in metrics.items()}})
                     bar.write(f"[{name}] step {step}: " + ", ".join(
                         f"{k}={v:.4f}" for k, v in metrics.items()))
+                    score = [float(next(iter(metrics.values())))]
                 for module in wrapped.values():
                     module.train()
                 accelerator.wait_for_everyone()
-            if checkpoint_dir is not None and (
-                    step == total or (checkpoint_every and step % checkpoint_every == 0)):
+                if stopper.enabled:  # every process takes the main process's decision
+                    if world > 1:
+                        score = broadcast_object_list(score, from_process=0)
+                    stop = stopper.observe(step, score[0])
+                    if stop and main:
+                        bar.write(f"[{name}] early stop at step {step}: no better score in "
+                                  f"{stopper.patience} evaluation(s); best {stopper.best_score:.4f}"
+                                  f" at step {stopper.best_step}")
+            if checkpoint_dir is not None and (stop or step == total or (
+                    checkpoint_every and step % checkpoint_every == 0)):
                 save(step)
             for callback in callbacks:
                 callback(StepInfo(name, step, total, epoch, record))
+            if stop:
+                break
     finally:
         bar.close()
         log.seconds += time.perf_counter() - t0
@@ -356,5 +381,8 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
 
     if world > 1 and evaluate is not None:  # evaluations ran on the main process: share them
         log.evals = gather_object([log.evals])[0]
+    if stopper.enabled:  # end with the best evaluated weights, not the last step's
+        stopper.restore()
+        log.info["early_stopping"] = stopper.state()
     history.stages[name] = log
     return history

@@ -154,7 +154,8 @@ def _teacher_stage(cfg: Config) -> StageConfig:
     t = cfg.teacher
     return StageConfig(epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size,
                        warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
-                       max_steps=t.max_steps, schedule="linear")
+                       max_steps=t.max_steps, schedule="linear", eval_every=t.eval_every,
+                       patience=t.patience)
 
 
 def _sub(path: str | Path | None, name: str) -> Path | None:
@@ -209,8 +210,15 @@ def teacher_cache_key(cfg: Config) -> str:
 
 def _precision_part(cfg: Config) -> tuple[Any, ...]:
     """Mixed precision changes what training computes, so it is part of a cache key; fp32 adds
-    nothing, which keeps the keys of every fp32 result made before the setting existed."""
-    return () if cfg.precision == "fp32" else ({"precision": cfg.precision},)
+    nothing, which keeps the keys of every fp32 result made before the setting existed.
+    ``auto`` enters as what it resolves to on this machine (bf16 here, fp32 on a CPU without
+    bf16), so ``auto`` and the explicit setting share one cache entry."""
+    from tinylab.device import resolve_device, resolve_precision
+
+    precision = cfg.precision
+    if precision == "auto":
+        precision = resolve_precision("auto", resolve_device(cfg.device))
+    return () if precision == "fp32" else ({"precision": precision},)
 
 
 def finetune_teacher(cfg: Config, data, *, cache: bool = True, accelerator=None,
