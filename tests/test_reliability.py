@@ -246,7 +246,8 @@ def test_kd_baseline_checks_the_label_order(tiny_teacher_dir):
 
 TEACHER_DEPENDS = {"teacher.model", "teacher.epochs", "teacher.learning_rate",
                    "teacher.batch_size", "teacher.warmup_ratio", "teacher.weight_decay",
-                   "teacher.max_steps", "data.task", "data.text_column", "data.label_column",
+                   "teacher.max_steps", "teacher.eval_every", "teacher.patience",
+                   "data.task", "data.text_column", "data.label_column",
                    "data.max_length", "data.train_size", "data.validation_size",
                    "data.test_size", "data.split_seed", "seed", "group_by_length", "precision"}
 GENERAL_DEPENDS = ({"teacher.model", "teacher.general_model", "data.general_corpus",
