@@ -217,7 +217,7 @@ def matmul_peak(n: int = 2048, repeats: int = 5, threads: int | None = None) -> 
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` atomically (the package's helper: temporary file, fsync, rename)."""
-    from tinylab.distill.checkpoint import atomic_write_text
+    from tinylab.atomic import atomic_write_text
 
     return atomic_write_text(path, text)
 

@@ -107,5 +107,7 @@ def sync_instructor_guide(*, check: bool = False, root: Path = REPO_ROOT) -> boo
     head, rest = text.split(START, 1)
     new = f"{head}{START}\n{agenda}\n{END}{rest.split(END, 1)[1]}"
     if new != text and not check:
-        guide.write_text(new, encoding="utf-8")
+        from tinylab.atomic import atomic_write_text
+
+        atomic_write_text(guide, new)
     return new != text

@@ -41,9 +41,7 @@ How tinylab differs from the authors' ``data_augmentation.py``:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -444,13 +442,10 @@ def _candidates(split, tokenizer, emb, mlm, mlm_tokenizer, cfg, progress):
 
 def _write_parquet(ds: Any, path: Path) -> None:
     """Write ``ds`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    from tinylab.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
         ds.to_parquet(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read_parquet(path: Path, features: Any):

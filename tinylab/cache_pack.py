@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from tinylab.assets import sha256_file
+from tinylab.atomic import atomic_path
 
 __all__ = ["PACK_MANIFEST", "ENTRY_KINDS", "pack_cache", "unpack_cache", "PackError"]
 
@@ -90,21 +91,13 @@ def pack_cache(file: str | Path, *, cache: str | Path | None = None,
     manifest = {"format": PACK_FORMAT, "tinylab": _version(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "entries": [e.as_posix() for e in entries], "files": files}
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, "w") as tar:
-            blob = json.dumps(manifest, indent=1).encode()
-            info = tarfile.TarInfo(PACK_MANIFEST)
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
-            for name in files:
-                tar.add(root / name, arcname=name, recursive=False)
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(file) as tmp, tarfile.open(tmp, "w") as tar:
+        blob = json.dumps(manifest, indent=1).encode()
+        info = tarfile.TarInfo(PACK_MANIFEST)
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+        for name in files:
+            tar.add(root / name, arcname=name, recursive=False)
     return manifest
 
 

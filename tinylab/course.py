@@ -33,6 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from tinylab.atomic import atomic_write_text
+
 __all__ = ["NOTEBOOK_DIR", "DEFAULT_OUTPUT_DIR", "NotebookRun", "list_notebooks",
            "select_notebooks", "run_notebook", "run_course", "save_results", "load_results",
            "build_summary", "summary_markdown", "open_lab", "fresh_cache", "prepare",
@@ -104,18 +106,6 @@ def select_notebooks(names: Sequence[str] | None,
 # Results the notebooks write
 # ----------------------------------------------------------------------------------------------
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_results(output_dir: str | Path, notebook: str, *, profile: str,
                  models: Mapping[str, Mapping[str, float | int]] | None = None,
                  metrics: Mapping[str, Any] | None = None) -> Path:
@@ -139,7 +129,7 @@ def save_results(output_dir: str | Path, notebook: str, *, profile: str,
         raise TypeError(f"results of {notebook} are not JSON-serialisable ({err}); convert "
                         f"tensors and numpy values with float() or int()") from None
     path = Path(output_dir) / f"{notebook}{_RESULTS_SUFFIX}"
-    _atomic_write_text(path, text + "\n")
+    atomic_write_text(path, text + "\n")
     return path
 
 
@@ -405,8 +395,8 @@ def run_course(profile: str | None = None, output_dir: str | Path | None = None,
     summary["alone"] = alone
     summary["machine"] = _machine()
     markdown = summary_markdown(summary)
-    _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    _atomic_write_text(out / "summary.md", markdown)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.md", markdown)
     print()
     print(markdown)
     print(f"summary written to {out / 'summary.md'} and {out / 'summary.json'}")

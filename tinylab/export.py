@@ -58,7 +58,9 @@ def _clean_config_json(path: Path) -> None:
             del data[key]  # absent -> transformers picks its default (sdpa) when loading
             changed = True
     if changed:
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        from tinylab.atomic import atomic_write_text
+
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _fmt(value: Any) -> str:

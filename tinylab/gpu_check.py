@@ -83,7 +83,7 @@ def run_gpu_check(device: str = "cuda", output_dir: str | Path | None = None) ->
     """Run the checks on ``device``; return 0 if all passed, 1 otherwise (2: no such device)."""
     import torch
 
-    from tinylab.device import DeviceError, resolve_device, resolve_precision
+    from tinylab.device import DeviceError, resolve_device
 
     try:
         resolve_device(device)

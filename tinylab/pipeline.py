@@ -271,7 +271,7 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
         "config": cfg.to_dict(),
         "versions": library_versions(),
     }
-    from tinylab.distill.checkpoint import atomic_write_text
+    from tinylab.atomic import atomic_write_text
 
     history.to_json(out / "history.json")
     save_figure(plot_history(history), out / "history.png")

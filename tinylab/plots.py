@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -404,11 +403,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path
     path = Path(path)
     if not path.suffix:
         raise ValueError(f"{path} has no suffix; add one such as .png or .pdf to choose a format")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}{path.suffix}")
-    try:
+    from tinylab.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=path.suffix[1:].lower())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -79,7 +79,7 @@ def claim_output_dir(out: str | Path, cfg: Config, *, resume: bool = False,
                          f"({shown}); choose another --output, or pass --overwrite to let "
                          f"tinylab write its outputs there (its own file names only)")
     out.mkdir(parents=True, exist_ok=True)
-    from tinylab.distill.checkpoint import atomic_write_text
+    from tinylab.atomic import atomic_write_text
 
     atomic_write_text(marker, json.dumps({"kind": "tinylab distill run",
                                           "config": cfg.to_dict()}, indent=1) + "\n")

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
+
+from tinylab.atomic import atomic_directory, atomic_write_text  # noqa: F401 (re-exported)
 
 __all__ = ["atomic_write_text", "atomic_directory", "save_checkpoint", "load_checkpoint",
            "clear_checkpoints", "remove_checkpoint_tree",
@@ -39,52 +39,6 @@ __all__ = ["atomic_write_text", "atomic_directory", "save_checkpoint", "load_che
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or does not fit the run that tries to resume it."""
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic file system helpers
-# --------------------------------------------------------------------------------------------
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``path`` in one rename.
-
-    If ``path`` already exists it is moved aside first and deleted after the rename, so readers
-    see the old folder or the new one. On error the temporary folder is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------

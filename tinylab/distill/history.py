@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tinylab.distill.checkpoint import atomic_write_text
+from tinylab.atomic import atomic_write_text
 
 __all__ = ["StageLog", "History"]
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from tinylab.config import Config, StageConfig, config_hash
-from tinylab.distill.checkpoint import atomic_directory
+from tinylab.atomic import atomic_directory
 from tinylab.distill.history import History
 from tinylab.distill.loop import (EXAMPLE_INDEX, MODEL_INPUTS, StepInfo, make_accelerator,
                                   model_inputs, train_stage)
