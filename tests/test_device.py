@@ -313,3 +313,20 @@ def test_cached_teacher_outputs_stay_on_the_cpu_and_move_per_batch(cfg, toy_data
     tensors = [*served["hidden_states"].values(), *served["attentions"].values(),
                served["logits"]]
     assert {t.device for t in tensors} == {META}
+
+
+@pytest.mark.skipif(not dev.cpu_supports_bf16(), reason="needs a CPU with native bf16")
+def test_one_process_can_switch_precision_between_runs():
+    """Accelerate fixes the mixed precision once per process; a notebook or a benchmark that
+    trains in fp32 and then in bf16 must not need a kernel restart."""
+    from tinylab.distill.loop import make_accelerator
+
+    seen = []
+    for precision in ("fp32", "bf16", "fp32"):
+        accelerator = make_accelerator("cpu", precision)
+        layer = accelerator.prepare(torch.nn.Linear(8, 8))
+        with accelerator.autocast():
+            dtype = torch.nn.Linear(8, 8)(torch.randn(2, 8)).dtype
+        seen.append((accelerator.mixed_precision, dtype))
+        accelerator.free_memory(layer)
+    assert seen == [("no", torch.float32), ("bf16", torch.bfloat16), ("no", torch.float32)]

@@ -81,6 +81,11 @@ def make_accelerator(device: str = "auto", precision: str = "fp32", **kwargs: An
     distill`` trains data-parallel on two CPU processes. (``accelerate launch --cpu
     --num_processes 2`` starts a single process on such a machine; use ``torchrun``.)
     ``precision`` becomes ``mixed_precision`` (autocast; the master weights stay fp32).
+
+    Accelerate keeps one mixed precision per process. In a single process (a notebook, a
+    benchmark comparing fp32 with bf16) nothing else holds on to it, so asking for another
+    precision starts Accelerate's state afresh; in a multi-process run it is refused in one
+    line (every process must train in the same precision).
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -91,11 +96,30 @@ def make_accelerator(device: str = "auto", precision: str = "fp32", **kwargs: An
     kwargs.setdefault("cpu", target.type == "cpu")
     kwargs.setdefault("mixed_precision", accelerate_precision(resolve_precision(precision,
                                                                                 target)))
+    _allow_precision_change(kwargs["mixed_precision"])
     # Ablations (e.g. hidden weight 0) leave some parameters without a gradient; DDP must be
     # told to expect that, or it stops with "Expected to have finished reduction".
     kwargs.setdefault("kwargs_handlers",
                       [DistributedDataParallelKwargs(find_unused_parameters=True)])
     return Accelerator(**kwargs)
+
+
+def _allow_precision_change(mixed_precision: str) -> None:
+    """Let a single process switch Accelerate's mixed precision (see :func:`make_accelerator`)."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    from tinylab.device import DeviceError
+
+    if not AcceleratorState._shared_state:
+        return  # nothing set yet
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is None or current == mixed_precision:
+        return
+    if PartialState().num_processes > 1:
+        raise DeviceError(f"this run's processes already train with precision {current!r}; "
+                          f"one run cannot switch to {mixed_precision!r}: restart it with the "
+                          f"precision setting you want")
+    AcceleratorState._reset_state()  # Accelerate's own reset; the process state is kept
 
 
 def batch_to_device(batch: Mapping[str, torch.Tensor], device: torch.device | str
