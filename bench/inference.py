@@ -1,14 +1,15 @@
-"""Teacher against student at inference: latency, throughput, size - fp32 and dynamic int8.
+"""Teacher against student at inference: latency, throughput, size - fp32, bf16, dynamic int8.
 
     .venv/bin/python bench/inference.py                  # bench budget (trains a student first
                                                          # if runs/bench/bench/pipeline is empty)
     .venv/bin/python bench/inference.py --teacher DIR --student DIR   # any two saved models
 
-Four models are measured in one run on the same inputs: the teacher and the student, each in
-float32 and with dynamic int8 quantization (``torch.ao.quantization.quantize_dynamic`` on every
-``nn.Linear``: int8 weights, activations quantized on the fly). The timing rounds alternate
-between the four models (round 1: all four, round 2: all four, ...) so background load hits
-them alike; each number is the median over rounds of ``tinylab.evaluate.measure_latency``'s
+Up to six models are measured in one run on the same inputs: the teacher and the student, each
+in float32, in bfloat16 (weights and activations; only where the CPU computes bf16 natively,
+``avx512_bf16`` or AMX) and with dynamic int8 quantization
+(``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear``: int8 weights, activations
+quantized on the fly). The timing rounds alternate between the models (round 1: all of them,
+round 2: all of them, ...) so background load hits them alike; each number is the median over rounds of ``tinylab.evaluate.measure_latency``'s
 median. Batch 1 is one user waiting (a test sentence of median length); batch 32 is
 throughput (the first 32 test sentences, dynamically padded).
 
@@ -43,6 +44,13 @@ def quantize_int8(model):
     with warnings.catch_warnings():  # torch marks torch.ao.quantization as deprecated
         warnings.simplefilter("ignore")
         return quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8).eval()
+
+
+def to_bf16(model):
+    """A bfloat16 copy (weights and computation; half the bytes of fp32)."""
+    import torch
+
+    return copy.deepcopy(model).to(torch.bfloat16).eval()
 
 
 def saved_bytes(model) -> int:
@@ -165,11 +173,15 @@ def main(argv=None) -> int:
     texts = [texts[median_text]] + [t for i, t in enumerate(texts) if i != median_text]
     test_tokens = tokenize(test, tokenizer, cfg.data.max_length)
 
+    from tinylab.device import cpu_supports_bf16
+
     models: dict[str, Any] = {}
     rows: dict[str, dict[str, Any]] = {}
     for name, model in fp32.items():
         params = count_parameters(model)
-        for weights, m in (("fp32", model), ("int8 dynamic", quantize_int8(model))):
+        variants = [("fp32", model)] + ([("bf16", to_bf16(model))] if cpu_supports_bf16()
+                                        else []) + [("int8 dynamic", quantize_int8(model))]
+        for weights, m in variants:
             key = f"{name} {weights.split()[0]}"
             models[key] = m
             metrics = evaluate_model(m, test_tokens, tokenizer, batch_size=cfg.eval_batch_size)
@@ -178,7 +190,8 @@ def main(argv=None) -> int:
                          "params": params["total"],
                          "non_embedding_params": params["non_embedding"],
                          "size_bytes": saved_bytes(m),
-                         "safetensors_bytes": size_on_disk(m) if weights == "fp32" else None}
+                         "safetensors_bytes": size_on_disk(m) if weights != "int8 dynamic"
+                         else None}
     print(f"inference: timing {', '.join(models)} ({args.rounds} rounds x {args.repeats} "
           f"calls, {threads} thread(s))", flush=True)
     latency = latency_rounds(models, tokenizer, texts, args.rounds, args.repeats)
@@ -206,6 +219,13 @@ def main(argv=None) -> int:
                f"{latency['teacher fp32'][32]['median_ms'] / latency['teacher int8'][32]['median_ms']:.2f}x, "
                f"student {latency['student fp32'][32]['median_ms'] / latency['student int8'][32]['median_ms']:.2f}x "
                f"at batch 32.")
+    if "student bf16" in rows:
+        summary += (
+            f" In bf16 the student is {rows['teacher bf16']['latency_b32_ms'] / rows['student bf16']['latency_b32_ms']:.1f}x "
+            f"faster than the bf16 teacher at batch 32 (fp32 against fp32: {s32:.1f}x), and bf16 "
+            f"vs fp32 runs the teacher {rows['teacher fp32']['latency_b32_ms'] / rows['teacher bf16']['latency_b32_ms']:.2f}x "
+            f"and the student {rows['student fp32']['latency_b32_ms'] / rows['student bf16']['latency_b32_ms']:.2f}x "
+            f"faster at batch 32.")
     result = {"budget": benchlib.budget_record(args.budget), "machine": machine,
               "command": benchlib.command_line(), "threads": threads, "rounds": args.rounds,
               "repeats": args.repeats, "test_examples": len(test),
@@ -215,7 +235,8 @@ def main(argv=None) -> int:
     text = table(rows)
     benchlib.write_json(out / "inference.json", result)
     benchlib.write_text(out / "inference.md", "\n".join([
-        f"### Inference: teacher vs student, fp32 vs dynamic int8 (budget `{args.budget}`)", "",
+        f"### Inference: teacher vs student, fp32 vs bf16 vs dynamic int8 (budget "
+        f"`{args.budget}`)", "",
         f"Command: `{result['command']}`  ",
         f"Models: {', '.join(f'{k} `{v}`' for k, v in folders.items())}; test split "
         f"({len(test)} sentences) for accuracy. Latency: median over {args.rounds} interleaved "
@@ -224,8 +245,8 @@ def main(argv=None) -> int:
         f"tokens; {threads} thread(s).  ",
         benchlib.machine_line(machine), "",
         text, "",
-        summary + " Size: `torch.save` of the state dict (the same format for both "
-        "precisions; int8 keeps embeddings in fp32, so small students shrink less). "
+        summary + " Size: `torch.save` of the state dict (the same format for every "
+        "precision; int8 keeps embeddings in fp32, so small students shrink less). "
         "Speed-ups are against the fp32 teacher. Plot: `inference.png`.", ""]))
     print(text)
     print(summary)

@@ -19,8 +19,11 @@ function runs ``--epochs`` epochs over ``--examples`` examples, once per setting
 Reported: examples/s and tokens/s (real and padded), the share of time in the teacher's
 forward pass, the student's forward and backward passes, the losses and the optimiser step
 (global module hooks and a timed ``accelerator.backward``; nothing in the package changes),
-and the achieved FLOP/s against this machine's measured fp32 matrix-multiply peak. The FLOP
-model is in ``bench/benchlib.py``. The teacher here is the pre-trained backbone with a new
+and the achieved FLOP/s against this machine's measured matrix-multiply peaks, fp32 and bf16
+(utilisation is against the better of the two: on a CPU with bf16 units, fp32 alone leaves
+half the machine idle). ``--precisions fp32,bf16`` (the default where the CPU has bf16) adds
+the ``optimised`` setting of every stage under bf16 autocast (``precision=bf16``), measured in
+the same interleaved rounds. The FLOP model is in ``bench/benchlib.py``. The teacher here is the pre-trained backbone with a new
 classification head: a fine-tuned teacher has the same shape and costs the same.
 Outputs: ``results/<budget>/speed.md`` and ``speed.json``.
 """
@@ -210,9 +213,10 @@ def stage_flops(stage_name: str, shapes, teacher_shapes, student_shape, teacher_
 # --------------------------------------------------------------------------------------------
 
 def measure(stage_name: str, setting: str, ctx: dict[str, Any], epochs: float,
-            progress: bool, max_steps: int | None = None) -> dict[str, Any]:
-    """Run one stage under one setting with the package's stage function; time it.
-    ``max_steps`` caps the stage (used for the untimed warm-up runs)."""
+            progress: bool, max_steps: int | None = None, precision: str = "fp32"
+            ) -> dict[str, Any]:
+    """Run one stage under one setting and precision with the package's stage function; time
+    it. ``max_steps`` caps the stage (used for the untimed warm-up runs)."""
     from transformers import set_seed
 
     from tinylab.distill import (finetune_teacher, general_distillation, make_accelerator,
@@ -223,14 +227,15 @@ def measure(stage_name: str, setting: str, ctx: dict[str, Any], epochs: float,
     reuse, dynamic, group = SETTINGS[setting]
     cap = "none" if max_steps is None else str(max_steps)
     cfg = ctx["cfg"].replace(f"cache_teacher_outputs={reuse}", f"group_by_length={group}",
-                             f"teacher.epochs={epochs}", f"teacher.max_steps={cap}")
+                             f"teacher.epochs={epochs}", f"teacher.max_steps={cap}",
+                             f"precision={precision}")
     for name in ("general", "task_intermediate", "task_prediction"):
         cfg = cfg.replace(f"{name}.epochs={epochs}", f"{name}.eval_every=0",
                           f"{name}.max_steps={cap}")
     key = "general" if stage_name == "general" else "task"
     ds = ctx[f"{key}_{'dynamic' if dynamic else 'static'}"]
     tokenizer, teacher = ctx["tokenizer"], ctx["teacher"]
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(cfg.device, cfg.precision)
     set_seed(cfg.seed)
     student = build_student(teacher, cfg.student, id2label=ctx["labels"])
     common = dict(accelerator=accelerator, progress=progress)
@@ -275,7 +280,8 @@ def measure(stage_name: str, setting: str, ctx: dict[str, Any], epochs: float,
     real = sum(r for _, _, r in shapes)
     parts = {p: split.totals.get(p, 0.0) for p in PART_NAMES}
     parts["other"] = max(0.0, seconds - sum(parts.values()))
-    return {"stage": stage_name, "setting": setting, "steps": len(log.steps),
+    return {"stage": stage_name, "setting": setting, "precision": precision,
+            "steps": len(log.steps),
             "seconds": seconds, "call_wall_seconds": wall, "call_cpu_seconds": cpu,
             "examples": examples, "real_tokens": real, "padded_tokens": padded,
             "examples_per_s": examples / seconds, "real_tokens_per_s": real / seconds,
@@ -331,19 +337,20 @@ class Workload(dict):
 
 def tables(result: dict[str, Any]) -> str:
     runs = result["runs"]
-    by = {(r["stage"], r["setting"]): r for r in runs}
+    by = {(r["stage"], r["setting"], r.get("precision", "fp32")): r for r in runs}
     rows = []
     for r in runs:
-        ref = by.get((r["stage"], "optimised"))
+        ref = by.get((r["stage"], "optimised", "fp32"))
         slower = f"{r['seconds'] / ref['seconds']:.2f}x" if ref else "-"
-        rows.append([r["stage"], r["setting"], r["steps"], f"{r['examples_per_s']:.1f}",
+        rows.append([r["stage"], r["setting"], r.get("precision", "fp32"), r["steps"],
+                     f"{r['examples_per_s']:.1f}",
                      f"{r['real_tokens_per_s']:,.0f}", f"{r['padded_tokens_per_s']:,.0f}",
                      f"{100 * r['padding_efficiency']:.0f}%", r["teacher_outputs"],
                      f"{r['seconds']:.1f}", slower])
     throughput = benchlib.markdown_table(
-        ["stage", "setting", "steps", "examples/s", "real tokens/s", "padded tokens/s",
-         "real / padded", "teacher outputs", "seconds", "time vs optimised"], rows,
-        "llrrrrrlrr")
+        ["stage", "setting", "precision", "steps", "examples/s", "real tokens/s",
+         "padded tokens/s", "real / padded", "teacher outputs", "seconds",
+         "time vs optimised fp32"], rows, "lllrrrrrlrr")
 
     rows = []
     for r in runs:
@@ -351,36 +358,50 @@ def tables(result: dict[str, Any]) -> str:
             continue
         parts = r["parts_seconds"]
         total = r["seconds"]
-        rows.append([r["stage"], r["setting"]] + [f"{100 * parts[p] / total:.0f}%" for p in
-                                                  (*PART_NAMES, "other")])
+        rows.append([r["stage"], r["setting"], r.get("precision", "fp32")]
+                    + [f"{100 * parts[p] / total:.0f}%" for p in (*PART_NAMES, "other")])
     split = benchlib.markdown_table(
-        ["stage", "setting", "teacher forward", "student forward*", "losses", "backward",
-         "optimiser", "other"], rows, "llrrrrrr")
+        ["stage", "setting", "precision", "teacher forward", "student forward*", "losses",
+         "backward", "optimiser", "other"], rows, "lllrrrrrr")
 
-    peak = result["peak"]
+    peaks = _peaks(result)
+    best = max(p["flops_per_s"] for p in peaks.values())
     rows = []
     for r in runs:
         if r["setting"] != "optimised":
             continue
-        f = r["flops"]
-        rows.append([r["stage"], benchlib.fmt_si(f["total"] / r["steps"], "FLOP"),
+        f, precision = r["flops"], r.get("precision", "fp32")
+        rows.append([r["stage"], precision, benchlib.fmt_si(f["total"] / r["steps"], "FLOP"),
                      f"{100 * f['teacher'] / f['total']:.0f}%" if f["total"] else "-",
                      benchlib.fmt_si(r["flops_per_s"], "FLOP/s"),
-                     f"{100 * r['flops_per_s'] / peak['flops_per_s']:.0f}%"])
+                     f"{100 * r['flops_per_s'] / peaks[precision]['flops_per_s']:.0f}%"
+                     if precision in peaks else "-",
+                     f"{100 * r['flops_per_s'] / best:.0f}%"])
     flops = benchlib.markdown_table(
-        ["stage (optimised)", "FLOPs per step", "of which teacher", "achieved", "of GEMM peak"],
-        rows, "lrrrr")
+        ["stage (optimised)", "precision", "FLOPs per step", "of which teacher", "achieved",
+         "of its own GEMM peak", "of the best GEMM peak"], rows, "llrrrrr")
     return "\n\n".join([throughput, split, flops])
 
 
+def _peaks(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The measured GEMM peak per dtype (older result files hold the fp32 one only)."""
+    return result.get("peaks") or {"fp32": result["peak"]}
+
+
 def fragment(result: dict[str, Any], text: str) -> str:
-    b, w, peak = result["budget"], result["workload"], result["peak"]
+    b, w = result["budget"], result["workload"]
+    peaks = _peaks(result)
+    any_peak = next(iter(peaks.values()))
+    peak_line = (f"Matrix-multiply peaks (GEMM {any_peak['n']}x{any_peak['n']}, best of "
+                 f"{any_peak['repeats']}, {any_peak['threads']} thread(s)): " + ", ".join(
+                     f"{dtype} **{benchlib.fmt_si(p['flops_per_s'], 'FLOP/s')}**"
+                     for dtype, p in peaks.items()))
+    if len(peaks) == 2:
+        ratio = peaks["bf16"]["flops_per_s"] / peaks["fp32"]["flops_per_s"]
+        peak_line += f" (bf16/fp32 = {ratio:.2f}x)"
     one = result.get("peak_1_thread")
-    peak_line = (f"Matrix-multiply peak (fp32 GEMM {peak['n']}x{peak['n']}, best of "
-                 f"{peak['repeats']}): **{benchlib.fmt_si(peak['flops_per_s'], 'FLOP/s')}** with "
-                 f"{peak['threads']} thread(s)")
     if one:
-        peak_line += f", {benchlib.fmt_si(one['flops_per_s'], 'FLOP/s')} with 1 thread"
+        peak_line += f"; fp32 with 1 thread {benchlib.fmt_si(one['flops_per_s'], 'FLOP/s')}"
     return "\n".join([
         f"### Distillation speed (budget `{b['budget']}`)", "",
         f"Command: `{result['command']}`  ",
@@ -424,6 +445,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="timed rounds; the median round is reported (default: 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--peak-size", type=int, default=2048, help="GEMM size for the peak")
+    p.add_argument("--precisions", default=None,
+                   help="comma-separated fp32,bf16 (default: both where the CPU has bf16); "
+                        "bf16 runs the optimised setting of every stage")
     p.add_argument("--output", default=None, help="results folder (default: bench/results/<budget>)")
     args = p.parse_args(argv)
     args.stage_list = [s.strip() for s in args.stages.split(",") if s.strip()]
@@ -433,6 +457,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     if bad:
         p.error(f"unknown stage(s)/setting(s) {bad}; stages: {', '.join(STAGES)}; settings: "
                 f"{', '.join(SETTINGS)}")
+    from tinylab.device import cpu_supports_bf16
+
+    args.precision_list = [s.strip() for s in (args.precisions or (
+        "fp32,bf16" if cpu_supports_bf16() else "fp32")).split(",") if s.strip()]
+    if "fp32" not in args.precision_list or not set(args.precision_list) <= {"fp32", "bf16"}:
+        p.error(f"--precisions must include fp32 and may add bf16, got {args.precisions!r}")
+    if "bf16" in args.precision_list and not cpu_supports_bf16():
+        p.error("--precisions bf16: this CPU has no native bf16 (avx512_bf16 or AMX)")
     examples, epochs = WORKLOADS[args.budget]
     args.examples = args.examples or examples
     args.epochs = args.epochs or epochs
@@ -451,22 +483,29 @@ def main(argv=None) -> int:
     cfg = benchlib.budget_config(args.budget)
     print(f"speed: budget '{args.budget}', {args.examples} examples x {args.epochs} epochs, "
           f"{threads} thread(s)", flush=True)
-    peak = benchlib.matmul_peak(args.peak_size)
+    peaks = {dtype: benchlib.matmul_peak(args.peak_size, dtype=dtype)
+             for dtype in args.precision_list}
     peak_one = benchlib.matmul_peak(args.peak_size, threads=1) if threads > 1 else None
-    print(f"  fp32 GEMM peak: {benchlib.fmt_si(peak['flops_per_s'], 'FLOP/s')} "
-          f"({threads} threads)", flush=True)
+    print("  GEMM peaks: " + ", ".join(f"{d} {benchlib.fmt_si(p['flops_per_s'], 'FLOP/s')}"
+                                       for d, p in peaks.items()) + f" ({threads} threads)",
+          flush=True)
     ctx = Workload(cfg, args.examples)
-    plan = [(stage_name, setting) for stage_name in args.stage_list
+    plan = [(stage_name, setting, "fp32") for stage_name in args.stage_list
             for setting in args.setting_list
             if not (stage_name == "teacher" and not SETTINGS[setting][0])]  # no teacher to reuse
-    for stage_name in args.stage_list:  # untimed: first calls allocate, load, pick kernels
-        measure(stage_name, "optimised", ctx, args.epochs, progress=False, max_steps=1)
-    measured: dict[tuple[str, str], list[dict]] = {key: [] for key in plan}
+    plan += [(stage_name, "optimised", precision) for precision in args.precision_list
+             if precision != "fp32" for stage_name in args.stage_list
+             if "optimised" in args.setting_list]
+    for stage_name, _, precision in {(s, "", p) for s, _, p in plan}:  # untimed warm-up
+        measure(stage_name, "optimised", ctx, args.epochs, progress=False, max_steps=1,
+                precision=precision)
+    measured: dict[tuple[str, str, str], list[dict]] = {key: [] for key in plan}
     for repeat in range(args.repeats):  # rounds interleave the settings: background load is shared
-        for stage_name, setting in plan:
-            r = measure(stage_name, setting, ctx, args.epochs, progress=False)
-            measured[(stage_name, setting)].append(r)
-            print(f"  [{repeat + 1}/{args.repeats}] {stage_name:<12} {setting:<15} "
+        for stage_name, setting, precision in plan:
+            r = measure(stage_name, setting, ctx, args.epochs, progress=False,
+                        precision=precision)
+            measured[(stage_name, setting, precision)].append(r)
+            print(f"  [{repeat + 1}/{args.repeats}] {stage_name:<12} {setting:<15} {precision} "
                   f"{r['steps']:>4} steps {r['seconds']:7.1f} s  {r['examples_per_s']:8.1f} ex/s"
                   f"  {r['real_tokens_per_s']:9.0f} tok/s  "
                   f"{benchlib.fmt_si(r['flops_per_s'], 'FLOP/s')}", flush=True)
@@ -477,7 +516,8 @@ def main(argv=None) -> int:
         run["all_seconds"] = [r["seconds"] for r in measured[key]]
         runs.append(run)
     result = {"budget": benchlib.budget_record(args.budget), "machine": machine,
-              "command": benchlib.command_line(), "peak": peak, "peak_1_thread": peak_one,
+              "command": benchlib.command_line(), "peak": peaks["fp32"], "peaks": peaks,
+              "peak_1_thread": peak_one,
               "repeats": args.repeats,
               "workload": {"examples": args.examples, "epochs": args.epochs,
                            "batch_size": cfg.task_intermediate.batch_size,

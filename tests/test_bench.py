@@ -91,10 +91,14 @@ def test_run_all_speed_and_inference(tmp_path, bench_cache, tiny_teacher_dir, ti
                   "--rounds 1 --repeats 1", cache=bench_cache)
 
     speed = json.loads((out / "speed.json").read_text())
-    runs = {(r["stage"], r["setting"]): r for r in speed["runs"]}
-    assert set(runs) == {(s, t) for s in ("general", "prediction")
-                         for t in ("optimised", "no_reuse")}
-    for (stage, setting), r in runs.items():
+    from tinylab.device import cpu_supports_bf16
+
+    bf16 = cpu_supports_bf16()
+    runs = {(r["stage"], r["setting"], r["precision"]): r for r in speed["runs"]}
+    assert set(runs) == {(s, t, "fp32") for s in ("general", "prediction")
+                         for t in ("optimised", "no_reuse")} | (
+        {(s, "optimised", "bf16") for s in ("general", "prediction")} if bf16 else set())
+    for (stage, setting, _), r in runs.items():
         assert r["steps"] == 2 and r["examples"] == 32  # 16 examples, batch 32, 2 epochs
         assert r["teacher_outputs"] == ("cache" if setting == "optimised" else "on-the-fly")
         assert r["padded_tokens"] >= r["real_tokens"] > 0
@@ -104,13 +108,18 @@ def test_run_all_speed_and_inference(tmp_path, bench_cache, tiny_teacher_dir, ti
         assert parts["teacher_forward"] > 0
         assert sum(parts.values()) == pytest.approx(r["seconds"], rel=0.02)
     # reused outputs: the teacher runs once per example instead of once per batch and epoch
-    assert (runs[("prediction", "optimised")]["flops"]["teacher"]
-            < runs[("prediction", "no_reuse")]["flops"]["teacher"])
-    assert speed["peak"]["flops_per_s"] > 0
+    assert (runs[("prediction", "optimised", "fp32")]["flops"]["teacher"]
+            < runs[("prediction", "no_reuse", "fp32")]["flops"]["teacher"])
+    assert set(speed["peaks"]) == ({"fp32", "bf16"} if bf16 else {"fp32"})
+    assert all(p["flops_per_s"] > 0 for p in speed["peaks"].values())
 
     inference = json.loads((out / "inference.json").read_text())
     rows = inference["models"]
-    assert set(rows) == {"teacher fp32", "teacher int8", "student fp32", "student int8"}
+    assert set(rows) == {f"{m} {w}" for m in ("teacher", "student")
+                         for w in ("fp32", "int8", *(("bf16",) if bf16 else ()))}
+    if bf16:  # half the bytes of fp32 (save format overhead aside), same predictions mostly
+        for name in ("teacher", "student"):
+            assert rows[f"{name} bf16"]["size_bytes"] < 0.6 * rows[f"{name} fp32"]["size_bytes"]
     assert rows["teacher fp32"]["speedup_b1"] == pytest.approx(1.0)
     for name in ("teacher", "student"):
         assert rows[f"{name} int8"]["size_bytes"] < rows[f"{name} fp32"]["size_bytes"]
