@@ -150,6 +150,34 @@ def test_measure_latency_measures_a_known_delay(models):
     assert fixed[2]["seq_len"] == 16
 
 
+class Recorder(torch.nn.Module):
+    """Passes through, remembering each call's thread count and first token ids."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls = model, []
+
+    def forward(self, **inputs):
+        self.calls.append((torch.get_num_threads(), tuple(inputs["input_ids"][0].tolist())))
+        return self.model(**inputs)
+
+
+def test_latency_uses_several_batches_a_fixed_thread_count_and_shape(models):
+    _, student, tok = models
+    rec = Recorder(student)
+    before = torch.get_num_threads()
+    res = ev.measure_latency(rec, tok, TEXTS, batch_sizes=(1,), seq_len=24, warmup=0,
+                             repeats=2, threads=1)
+    count = min(8, len(TEXTS))
+    assert res[1]["batches"] == count and res[1]["threads"] == 1 and res[1]["seq_len"] == 24
+    # every batch in every round (Timer adds warm-up passes of its own before each one)
+    assert len(rec.calls) >= 2 * count and len(rec.calls) % count == 0
+    assert {threads for threads, _ in rec.calls} == {1}      # timed at the thread count asked
+    assert torch.get_num_threads() == before                 # and the setting restored
+    assert len({ids for _, ids in rec.calls}) == count       # different sentences, not one
+    assert {len(ids) for _, ids in rec.calls} == {24}        # padded to the fixed length
+
+
 def test_compare_models_table(models):
     teacher, student, tok = models
     ds = datasets.Dataset.from_dict({"text": TEXTS, "label": LABELS})

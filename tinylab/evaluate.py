@@ -288,50 +288,72 @@ def size_on_disk(model: torch.nn.Module) -> int:
 # --------------------------------------------------------------------------------------------
 
 def _latency_inputs(tokenizer: Any, texts: Sequence[str], batch_size: int,
-                    seq_len: int | None, max_length: int) -> dict[str, torch.Tensor]:
-    """The fixed batch for one batch size: the first ``batch_size`` texts (cycled if too few).
+                    seq_len: int | None, max_length: int, batches: int = 1
+                    ) -> list[dict[str, torch.Tensor]]:
+    """The fixed inputs for one batch size: ``batches`` consecutive slices of ``batch_size``
+    texts (``texts`` cycled when there are too few).
 
-    ``seq_len=None`` pads to the longest text of the batch (what a server with dynamic padding
-    sees); an int pads/truncates every row to exactly that many tokens.
+    ``seq_len=None`` pads each batch to its longest text (what a server with dynamic padding
+    sees); an int pads/truncates every row to exactly that many tokens (a fixed shape, so
+    every model and every batch does the same amount of work).
     """
     if not texts:
         raise ValueError("measure_latency needs at least one text")
-    batch = [texts[i % len(texts)] for i in range(batch_size)]
-    if seq_len is None:
-        return dict(tokenizer(batch, padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt"))
-    return dict(tokenizer(batch, padding="max_length", truncation=True, max_length=seq_len,
-                          return_tensors="pt"))
+    out = []
+    for k in range(batches):
+        batch = [texts[(k * batch_size + i) % len(texts)] for i in range(batch_size)]
+        if seq_len is None:
+            enc = tokenizer(batch, padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt")
+        else:
+            enc = tokenizer(batch, padding="max_length", truncation=True, max_length=seq_len,
+                            return_tensors="pt")
+        out.append(dict(enc))
+    return out
 
 
 def _time_interleaved(models: Mapping[str, torch.nn.Module],
-                      inputs: Mapping[str, Mapping[str, torch.Tensor]], *, warmup: int,
-                      repeats: int) -> dict[str, list[float]]:
-    """Seconds per forward for each model; rounds alternate between the models.
+                      inputs: Mapping[str, Sequence[Mapping[str, torch.Tensor]]], *,
+                      warmup: int, repeats: int, threads: int | None = None
+                      ) -> dict[str, list[float]]:
+    """Seconds per forward pass for each model; rounds alternate between the models.
 
-    GPUs run kernels asynchronously: the clock is read only after :func:`tinylab.device.
-    synchronize`, so a time covers the work, not just its launch.
+    Each round times one pass over a model's batches with ``torch.utils.benchmark.Timer``
+    (at ``threads`` torch threads, default the current number, restored afterwards) and
+    divides by their number. ``Timer.timeit`` runs two untimed passes of its own before the
+    timed one, so every figure is a warm-cache latency even right after another model ran. The timer reads the clock only after
+    :func:`tinylab.device.synchronize`: GPUs run kernels asynchronously, and a time must
+    cover the work, not just its launch.
     """
+    from torch.utils.benchmark import Timer
+
     from tinylab.device import synchronize
 
+    threads = threads or torch.get_num_threads()
     states = {name: m.training for name, m in models.items()}
-    devices = {name: _model_device(m) for name, m in models.items()}
-    for m in models.values():
-        m.eval()
+    timers = {}
+    for name, m in models.items():
+        device = _model_device(m)
+
+        def clock(device=device) -> float:
+            synchronize(device)
+            return time.perf_counter()
+
+        timers[name] = Timer(stmt="for x in batches: model(**x)", timer=clock,
+                             globals={"model": m, "batches": list(inputs[name])},
+                             num_threads=threads, sub_label=name)
     times: dict[str, list[float]] = {name: [] for name in models}
     try:
+        for m in models.values():
+            m.eval()
         with torch.inference_mode():
-            for name, m in models.items():
-                for _ in range(warmup):  # first calls allocate buffers and pick kernels
-                    m(**inputs[name])
-                synchronize(devices[name])
+            for name, timer in timers.items():
+                if warmup:  # first calls allocate buffers and pick kernels
+                    timer.timeit(number=warmup)
             for _ in range(repeats):
-                for name, m in models.items():
-                    synchronize(devices[name])
-                    start = time.perf_counter()
-                    m(**inputs[name])
-                    synchronize(devices[name])
-                    times[name].append(time.perf_counter() - start)
+                for name, timer in timers.items():
+                    per_pass = timer.timeit(number=1).mean
+                    times[name].append(per_pass / len(inputs[name]))
     finally:
         for name, m in models.items():
             m.train(states[name])
@@ -359,7 +381,8 @@ def _check_same_device(models: Mapping[str, torch.nn.Module]) -> None:
 
 def _latency_many(models: Mapping[str, torch.nn.Module], tokenizers: Mapping[str, Any],
                   texts: Sequence[str], batch_sizes: Iterable[int], seq_len: int | None,
-                  warmup: int, repeats: int, max_length: int | None = None
+                  warmup: int, repeats: int, max_length: int | None = None,
+                  batches: int | None = None, threads: int | None = None
                   ) -> dict[str, dict[int, dict[str, float]]]:
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, "
@@ -370,37 +393,48 @@ def _latency_many(models: Mapping[str, torch.nn.Module], tokenizers: Mapping[str
     for bs in batch_sizes:
         if int(bs) < 1:
             raise ValueError(f"batch sizes must be >= 1, got {bs}")
+        # several different batches per batch size (default: as many as 32 examples fill,
+        # at most 8), so one short or long sentence does not decide the figure at batch 1
+        count = batches or max(1, min(8, 32 // int(bs), len(texts) // int(bs)))
         inputs = {}
         for name, m in models.items():
-            enc = _latency_inputs(tokenizers[name], texts, int(bs), seq_len,
-                                  max_length or _default_max_length(m, tokenizers[name]))
+            encs = _latency_inputs(tokenizers[name], texts, int(bs), seq_len,
+                                   max_length or _default_max_length(m, tokenizers[name]), count)
             device = _model_device(m)
-            inputs[name] = {k: v.to(device) for k, v in enc.items() if k in _MODEL_INPUTS}
-        times = _time_interleaved(models, inputs, warmup=warmup, repeats=repeats)
+            inputs[name] = [{k: v.to(device) for k, v in enc.items() if k in _MODEL_INPUTS}
+                            for enc in encs]
+        times = _time_interleaved(models, inputs, warmup=warmup, repeats=repeats,
+                                  threads=threads)
         for name in models:
-            out[name][int(bs)] = _summarise(times[name], int(bs),
-                                            int(inputs[name]["input_ids"].shape[1]), models[name])
+            length = max(int(x["input_ids"].shape[1]) for x in inputs[name])
+            out[name][int(bs)] = _summarise(times[name], int(bs), length, models[name])
+            out[name][int(bs)]["batches"] = count
+            out[name][int(bs)]["threads"] = threads or torch.get_num_threads()
     return out
 
 
 def measure_latency(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], *,
                     batch_sizes: Iterable[int] = (1, 32), seq_len: int | None = None,
-                    warmup: int = 3, repeats: int = 10, max_length: int | None = None
-                    ) -> dict[int, dict[str, float]]:
+                    warmup: int = 3, repeats: int = 10, max_length: int | None = None,
+                    threads: int | None = None) -> dict[int, dict[str, float]]:
     """Latency of one forward pass on the model's own device, per batch size.
 
-    For each batch size b the input is fixed: the first b of ``texts`` (cycled when there are
-    fewer), padded to the longest (truncated at ``max_length``, default the model's limit) or
-    to exactly ``seq_len``. ``warmup`` untimed calls, then
-    ``repeats`` timed calls (on a GPU each one synchronised before the clock is read). Returns
-    ``{b: {"median_ms", "p90_ms", "examples_per_s", "seq_len", "repeats", "threads",
-    "device", "dtype"}}`` where ``examples_per_s = b / median``.
+    For each batch size b the inputs are fixed: a few consecutive batches of b texts (up to 8,
+    as many as 32 texts fill: 8 single sentences at b=1, one batch at b=32; ``texts`` cycled
+    when there are fewer), each padded to its longest text (truncated at ``max_length``,
+    default the model's limit) or to exactly ``seq_len`` - pass the training
+    ``data.max_length`` there for a fixed shape. ``warmup`` untimed passes, then ``repeats``
+    timed passes over those batches with ``torch.utils.benchmark.Timer`` at ``threads`` torch
+    threads (default: the current setting); a GPU is synchronised before the clock is read.
+    Returns ``{b: {"median_ms", "p90_ms", "examples_per_s", "seq_len", "repeats", "batches",
+    "threads", "device", "dtype"}}``: milliseconds per batch, ``examples_per_s = b / median``,
+    ``seq_len`` the longest padded length.
 
     To compare a teacher and a student use :func:`compare_models` (same inputs, interleaved
     timing); two separate calls to this function are exposed to different background load.
     """
     res = _latency_many({"model": model}, {"model": tokenizer}, texts, batch_sizes, seq_len,
-                        warmup, repeats, max_length)
+                        warmup, repeats, max_length, threads=threads)
     return res["model"]
 
 
