@@ -105,10 +105,20 @@ def test_results_table_formats_a_report():
     assert lines[0].split()[:3] == ["model", "accuracy", "macro-F1"]
     assert "22.7" in lines[2] and "8.0x" in lines[3]
     assert lines[-1].startswith("student keeps 97.5% of the teacher's test accuracy, is 8.0x")
+    report["out_of_domain"] = {"tweets": {"examples": 2667, "teacher": 0.8, "student": 0.76,
+                                          "retained": 0.95}}
+    assert results_table(report).splitlines()[-1] == (
+        "out of domain, tweets (2667 texts): teacher 0.8000, student 0.7600, student keeps 95.0%")
     report["summary"].update(majority_baseline=0.58, teacher_beats_majority=False)
     assert results_table(report).splitlines()[-1].startswith(
         "warning: the teacher is no better than always predicting the most frequent class "
         "(58.0% of the test set)")
+
+
+def test_out_of_domain_only_for_binary_sentiment():
+    from tinylab.pipeline import out_of_domain
+
+    assert out_of_domain({}, None, ["spam", "ham"], 64, 32) == {}
 
 
 @pytest.mark.slow
@@ -119,5 +129,10 @@ def test_ci_profile_end_to_end(asset_cache, tmp_path):
     assert main(["distill", "--profile", "ci", "--output", str(tmp_path / "ci")]) == 0
     report = json.loads((tmp_path / "ci" / "report.json").read_text())
     assert report["profile"] == "ci" and report["processes"] == 1
+    ood = report["out_of_domain"]  # product reviews and tweets, scored like the test split
+    assert {k: v["examples"] for k, v in ood.items()} == {"amazon": 2447, "tweets": 2667}
+    for row in ood.values():
+        assert 0 < row["teacher"] <= 1 and 0 < row["student"] <= 1
+        assert row["retained"] == pytest.approx(row["student"] / row["teacher"])
     assert report["models"]["teacher"]["params"] > 20e6  # the real teacher
     assert report["summary"]["speedup_b32"] > 1

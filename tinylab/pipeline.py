@@ -5,6 +5,7 @@
     data augmentation (cached)
     task distillation: stage a (intermediate layers), stage b (prediction layer)
     evaluation on the test split: accuracy, size, CPU latency   -> DIR/student/ (plain HF folder)
+    and out of domain (product reviews, tweets: accuracy)
                                                                 -> DIR/report.json, DIR/history.json
                                                                 -> DIR/history.png, DIR/accuracy_latency.png
 
@@ -84,6 +85,11 @@ def results_table(report: dict[str, Any]) -> str:
     text.append(f"student keeps {100 * ratio:.1f}% of the teacher's test accuracy, is "
                 f"{report['summary']['speedup_b32']:.1f}x faster at batch 32 and "
                 f"{report['summary']['size_ratio']:.1f}x smaller on disk")
+    for name, ood in report.get("out_of_domain", {}).items():
+        if isinstance(ood, dict):
+            text.append(f"out of domain, {name} ({ood['examples']} texts): teacher "
+                        f"{ood['teacher']:.4f}, student {ood['student']:.4f}, student keeps "
+                        f"{100 * ood['retained']:.1f}%")
     majority = report["summary"].get("majority_baseline")
     if majority is not None and not report["summary"].get("teacher_beats_majority", True):
         text.append(f"warning: the teacher is no better than always predicting the most "
@@ -91,6 +97,34 @@ def results_table(report: dict[str, Any]) -> str:
                     f"its accuracy the student keeps means nothing here; train the teacher "
                     f"longer (e.g. --profile quick)")
     return "\n".join(text)
+
+
+def out_of_domain(models: dict[str, Any], tokenizer, labels, max_length: int,
+                  batch_size: int) -> dict[str, Any]:
+    """Accuracy of each model on the out-of-domain sentiment sets (product reviews, tweets:
+    :func:`tinylab.data.load_ood`) and the share of the teacher's the student keeps.
+
+    Only for a binary sentiment task labelled ``["negative", "positive"]`` (empty dict
+    otherwise). A student can match its teacher on the teacher's own domain and still fall
+    behind elsewhere; this is where that shows.
+    """
+    from tinylab.data import OOD_SETS, load_ood, tokenize
+    from tinylab.evaluate import evaluate_model
+
+    if list(labels) != ["negative", "positive"]:
+        return {}
+    out: dict[str, Any] = {}
+    for set_name in OOD_SETS:
+        ds = load_ood(set_name)
+        tokens = tokenize(ds, tokenizer, max_length)
+        row: dict[str, Any] = {"examples": len(ds)}
+        for name, model in models.items():
+            row[name] = evaluate_model(model, tokens, tokenizer,
+                                       batch_size=batch_size)["accuracy"]
+        if "teacher" in row and "student" in row:
+            row["retained"] = row["student"] / row["teacher"] if row["teacher"] else None
+        out[set_name] = row
+    return out
 
 
 def _stage_seconds(history) -> dict[str, float]:
@@ -239,6 +273,7 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
         rows[name]["confusion"] = metrics["confusion"]
         rows[name]["accuracy"] = metrics["accuracy"]
         rows[name]["macro_f1"] = metrics["macro_f1"]
+    ood = out_of_domain(models, tokenizer, labels, cfg.data.max_length, cfg.eval_batch_size)
     wall["evaluation"] = {"seconds": round(time.perf_counter() - start, 2)}
     teacher_acc, student_acc = rows["teacher"]["accuracy"], rows["student"]["accuracy"]
     counts = [0] * len(labels)
@@ -261,6 +296,7 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
                     # meaningless (a student doing the same "keeps 100%").
                     "majority_baseline": majority,
                     "teacher_beats_majority": teacher_acc > majority + 0.01},
+        "out_of_domain": ood,
         "validation": {name: log.last_accuracy for name, log in history.stages.items()
                        if log.evals},
         "timings": {"wall_seconds": wall, "stage_training_seconds": _stage_seconds(history),
