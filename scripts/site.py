@@ -40,7 +40,8 @@ from urllib.parse import unquote, urldefrag, urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = ".tinylab-site"
-DOCS = ["instructor", "notebook-times", "paper-vs-code", "design", "faults", "offline-assets"]
+DOCS = ["instructor", "notebook-times", "paper-vs-code", "references", "design", "faults",
+        "offline-assets"]
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
@@ -158,7 +159,8 @@ def landing_page(notebooks: dict[str, dict], times: dict, profile: str, built: s
         "## Also here",
         "",
         "- [Instructor guide](docs/instructor.md): agendas, room preparation, questions, errors.",
-        "- [TinyBERT: the paper and the authors' code](docs/paper-vs-code.md).",
+        "- [TinyBERT: the paper and the authors' code](docs/paper-vs-code.md); "
+        "[references and glossary](docs/references.md).",
         "- [Design](docs/design.md) and the [API reference](api/index.md).",
         "- [Faults and bad input](docs/faults.md), [offline assets](docs/offline-assets.md).",
         "",
