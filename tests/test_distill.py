@@ -400,10 +400,18 @@ def test_baseline_first_step_matches_reference_loss(cfg, teacher, toy_data, kind
         z_s = reference_student(**inputs).logits
         if kind == "gold":
             expected = F.cross_entropy(z_s, batch["labels"])
-        else:
+        elif kind == "kd":
             t = cfg.loss.temperature
             p_t = F.softmax(model(**inputs).logits / t, -1)
             expected = (p_t * (p_t.log() - F.log_softmax(z_s / t, -1))).sum(-1).mean() * t * t
+        else:  # Hinton et al. 2015: alpha * CE(gold) + (1 - alpha) * t^2 * KL, t = cfg.kd
+            from torch.distributions import Categorical, kl_divergence
+
+            t, alpha = cfg.kd.temperature, cfg.kd.alpha
+            kl = kl_divergence(Categorical(logits=model(**inputs).logits / t),
+                               Categorical(logits=z_s / t)).mean()
+            gold = -Categorical(logits=z_s).log_prob(batch["labels"]).mean()
+            expected = alpha * gold + (1 - alpha) * t * t * kl
     assert math.isclose(log.steps[0]["total"], expected.item(), rel_tol=1e-5, abs_tol=1e-7)
 
 

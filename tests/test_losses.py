@@ -10,8 +10,8 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from tinylab.attention import SCORES_ATTN
 from tinylab.config import LossConfig
-from tinylab.losses import (TinyBertLoss, attention_mse, hidden_mse, kd_kl_div, layer_map,
-                            soft_cross_entropy)
+from tinylab.losses import (TinyBertLoss, attention_mse, hidden_mse, hinton_kd_loss, kd_kl_div,
+                            layer_map, soft_cross_entropy)
 
 NEG = torch.finfo(torch.float32).min
 
@@ -38,6 +38,35 @@ def test_soft_cross_entropy_matches_cross_entropy_with_probability_targets(tempe
     torch.testing.assert_close(soft_cross_entropy(s, t, temperature), reference)
     torch.testing.assert_close(soft_cross_entropy(s, t, temperature, scale_t2=True),
                                reference * temperature ** 2)
+
+
+@pytest.mark.parametrize("temperature, alpha", [(1.0, 0.0), (2.0, 0.1), (4.0, 0.5), (2.0, 1.0)])
+def test_hinton_kd_loss_matches_the_papers_formula(temperature, alpha):
+    # Hinton et al. 2015, Sec. 2, written out per example with plain Python floats.
+    s, t = logits_pair(seed=3, classes=4)
+    labels = torch.tensor([0, 3, 1, 2, 2])
+    hard = soft = 0.0
+    for zs, zt, y in zip(s.tolist(), t.tolist(), labels.tolist()):
+        log_q1 = [v - math.log(sum(math.exp(u) for u in zs)) for v in zs]
+        p = [math.exp(v / temperature) for v in zt]
+        p = [v / sum(p) for v in p]
+        q = [math.exp(v / temperature) for v in zs]
+        q = [v / sum(q) for v in q]
+        hard += -log_q1[y] / len(labels)
+        soft += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q)) / len(labels)
+    out = hinton_kd_loss(s, t, labels, temperature, alpha)
+    assert out["hard"].item() == pytest.approx(hard, rel=1e-5)
+    assert out["soft"].item() == pytest.approx(soft * temperature ** 2, rel=1e-5)
+    assert out["total"].item() == pytest.approx(
+        alpha * hard + (1 - alpha) * temperature ** 2 * soft, rel=1e-5)
+
+
+def test_hinton_kd_loss_refuses_bad_alpha_and_labels():
+    s, t = logits_pair()
+    with pytest.raises(ValueError, match=r"alpha .* \[0, 1\], got 1.5"):
+        hinton_kd_loss(s, t, torch.zeros(5, dtype=torch.long), alpha=1.5)
+    with pytest.raises(ValueError, match=r"labels must have shape \(batch,\) = \(5,\)"):
+        hinton_kd_loss(s, t, torch.zeros(4, dtype=torch.long))
 
 
 def test_soft_cross_entropy_official_is_mean_over_batch_and_classes():

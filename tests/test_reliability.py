@@ -162,6 +162,8 @@ def test_config_differences_lists_nested_keys():
     ("loss.layer_mapping=middle", "loss.layer_mapping"),
     ("student.hidden_size=100", "student.hidden_size"),
     ("data.max_length=1", "data.max_length"),
+    ("kd.alpha=1.2", "kd.alpha"),
+    ("kd.temperature=0", "kd.temperature"),
 ])
 def test_bad_values_name_the_key_before_any_work(override, key, capsys, monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):

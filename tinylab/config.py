@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping
 
 __all__ = [
     "DataConfig", "TeacherConfig", "StudentConfig", "StageConfig", "LossConfig",
-    "AugmentConfig", "Config", "PROFILES", "DEFAULT_PROFILE", "get_config",
+    "AugmentConfig", "KDConfig", "Config", "PROFILES", "DEFAULT_PROFILE", "get_config",
     "apply_overrides", "config_hash", "resolve_profile_name",
 ]
 
@@ -181,6 +181,27 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class KDConfig:
+    """The classic knowledge-distillation baseline (Hinton et al. 2015, Sec. 2), kept apart
+    from TinyBERT's prediction stage (``loss.temperature``, no gold labels)::
+
+        L = alpha * CE(y, softmax(z_S)) + (1 - alpha) * t^2 * KL(softmax(z_T / t) || softmax(z_S / t))
+
+    ``temperature`` (t): on MNIST, Hinton et al. found every t above 8 about as good for a
+    large student, and 2.5 to 4 clearly best for a very small one; ours is small, so 2, at
+    the low end (notebook 03 sweeps it). ``alpha``: the weight of
+    the gold-label term. Hinton et al. found "a considerably lower weight on the second
+    objective function" (the hard targets) works best; the t^2 factor keeps the soft term's
+    gradients at the scale of the hard term's, so 0.1 gives the gold labels a tenth of the
+    pull and the teacher the rest. Trained on the labelled set only (augmented sentences have
+    no gold label).
+    """
+
+    temperature: float = 2.0
+    alpha: float = 0.1
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything one run of the pipeline needs. Build it with :func:`get_config`."""
 
@@ -194,6 +215,7 @@ class Config:
     task_prediction: StageConfig = field(default_factory=StageConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
     cache_teacher_outputs: bool = True
     group_by_length: bool = True
     eval_batch_size: int = 64
@@ -353,6 +375,8 @@ def _check_ranges(cfg: Config) -> None:
         need(f"loss.{term}_weight", getattr(loss, f"{term}_weight") >= 0, "must be >= 0")
     need("loss.layer_mapping", loss.layer_mapping in ("uniform", "top", "bottom"),
          "use 'uniform', 'top' or 'bottom'")
+    need("kd.temperature", cfg.kd.temperature > 0, "must be > 0")
+    need("kd.alpha", 0 <= cfg.kd.alpha <= 1, "the gold-label weight, in [0, 1]")
     a = cfg.augment
     need("augment.p_t", 0 <= a.p_t <= 1, "a probability, in [0, 1]")
     need("augment.n_aug", a.n_aug >= 0, "must be >= 0")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["soft_cross_entropy", "kd_kl_div", "attention_mse", "hidden_mse", "layer_map",
+__all__ = ["soft_cross_entropy", "kd_kl_div", "hinton_kd_loss", "attention_mse", "hidden_mse", "layer_map",
            "TinyBertLoss", "STAGES", "LOSS_TERMS"]
 
 STAGES = ("general", "intermediate", "prediction")
@@ -97,6 +97,34 @@ def kd_kl_div(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1).mean()
     return kl * temperature ** 2 if scale_t2 else kl
+
+
+def hinton_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                   labels: torch.Tensor, temperature: float = 2.0, alpha: float = 0.1
+                   ) -> dict[str, torch.Tensor]:
+    """The classic distillation objective of Hinton et al. 2015 (Sec. 2), gold labels included.
+
+    Shapes: logits (B, C), labels (B,) class indices. With p = softmax(z / t)::
+
+        hard  = CE(y, softmax(z_S))                        (t = 1: the ordinary loss)
+        soft  = t^2 * KL(p_T || p_S)                       (batch mean; t^2 keeps the gradient
+                                                            size independent of t)
+        total = alpha * hard + (1 - alpha) * soft
+
+    Returns ``{"hard": .., "soft": .., "total": ..}`` (scalars; ``total`` is the one to
+    back-propagate). Unlike TinyBERT's prediction stage (:func:`soft_cross_entropy` at t = 1,
+    no gold labels, so it can train on augmented sentences), this needs a gold label for every
+    example. ``alpha=0`` is pure soft-target KD, ``alpha=1`` ordinary training.
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha is the weight of the gold-label term and must lie in [0, 1], "
+                         f"got {alpha!r}")
+    if labels.shape != student_logits.shape[:1]:
+        raise ValueError(f"labels must have shape (batch,) = ({student_logits.shape[0]},), got "
+                         f"{tuple(labels.shape)}")
+    soft = kd_kl_div(student_logits, teacher_logits, temperature, scale_t2=True)
+    hard = F.cross_entropy(student_logits.float(), labels)
+    return {"hard": hard, "soft": soft, "total": alpha * hard + (1 - alpha) * soft}
 
 
 # --------------------------------------------------------------------------------------------
