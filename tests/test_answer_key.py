@@ -1,7 +1,6 @@
 """The answer key (``tinylab course solutions``): every exercise filled in, and it passes."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import nbformat
@@ -53,4 +52,14 @@ def test_answer_key_notebook_runs_and_every_check_passes(key, path, tmp_path):
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                       for o in c.get("outputs", []))
     for name in names(f"nb{path.stem[:2]}"):
-        assert re.search(rf"\[{re.escape(name)}\] correct", printed), f"{name} did not pass"
+        assert f"[{name}] correct: your function passes" in printed, f"{name} did not pass"
+
+
+def test_exercise_cells_are_found_by_check_and_by_use():
+    cell = ('def softmax_with_temperature(logits, T):\n    raise NotImplementedError\n\n'
+            'softmax_with_temperature = use("nb03.softmax_with_temperature", '
+            'softmax_with_temperature)')
+    match = EXERCISE_CALL.search(cell)
+    assert match.groups() == ("nb03.softmax_with_temperature", "softmax_with_temperature")
+    assert EXERCISE_CALL.search('check("nb02.confusion_matrix", mine)').group(2) == "mine"
+    assert EXERCISE_CALL.search('recheck("nb02.confusion_matrix", mine)') is None

@@ -1,5 +1,6 @@
 """The exercise machinery, and every registered exercise: its reference passes its own checker,
-and an unattempted stub or a wrong answer is reported (never raised)."""
+an unattempted stub or a wrong answer is reported (never raised), and a library shortcut is
+refused with the function named."""
 from __future__ import annotations
 
 import importlib
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import tinylab.exercises as ex
-from tinylab.exercises import check, hint, register, solution
+from tinylab.exercises import check, hint, register, solution, use
 
 MODULES = sorted(m.name for m in pkgutil.iter_modules(ex.__path__) if m.name.startswith("nb"))
 for _module in MODULES:
@@ -27,7 +28,29 @@ def test_every_notebook_module_registers_exercises():
 def test_reference_solution_passes_its_checker(name, capsys):
     exercise = ex.get(name)
     assert check(name, exercise.reference) is True
-    assert capsys.readouterr().out.strip() == f"[{name}] correct"
+    assert capsys.readouterr().out.strip() == f"[{name}] the reference solution passes"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forbidden_names_resolve(name):
+    # A typo in `forbidden` would silently switch the guard off: every name must exist, unless
+    # its package is not installed here (scikit-learn, scipy: present on Colab).
+    import importlib.util
+
+    for dotted in ex.get(name).forbidden:
+        obj = ex.resolve(dotted)
+        installed = importlib.util.find_spec(dotted.split(".")[0]) is not None
+        assert (obj is not None) == installed, dotted
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_reference_does_not_call_what_it_forbids(name):
+    # The answer key pastes the reference into the notebook as the learner's own function.
+    exercise = ex.get(name)
+
+    def copy(*args, **kwargs):
+        return exercise.reference(*args, **kwargs)
+    assert check(name, copy) is True
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -78,3 +101,100 @@ def test_unknown_exercise_names_the_known_ones():
         check("nb03.nope", None)
     with pytest.raises(KeyError, match="nb77.x"):
         hint("nb77.x")
+
+
+# -- the shortcut guard, on a toy exercise ------------------------------------------------------
+
+def _toy_softmax(z):
+    e = (z - z.max(-1, keepdim=True).values).exp()
+    return e / e.sum(-1, keepdim=True)
+
+
+def _toy_checker(candidate):
+    z = torch.randn(3, 4)
+    torch.testing.assert_close(candidate(z), torch.softmax(z, -1))   # the checker may use it
+
+
+@pytest.fixture
+def toy():
+    name = "nb99.toy_softmax"
+    register(name, checker=_toy_checker, hint="exp, then divide by the sum",
+             reference=_toy_softmax, why="write the softmax yourself",
+             forbidden=("torch.softmax", "torch.nn.functional.softmax", "torch.Tensor.softmax",
+                        "torch.nn.Softmax", "tinylab.losses.soft_cross_entropy"))
+    yield name
+    ex._REGISTRY.pop(name)
+    ex._GUARDS.pop(name, None)
+
+
+@pytest.mark.parametrize("shortcut, named", [
+    (lambda z: torch.softmax(z, -1), "torch.softmax"),                  # C function
+    (lambda z: z.softmax(-1), "torch.Tensor.softmax"),                  # C method, bound
+    (lambda z: torch.Tensor.softmax(z, -1), "torch.Tensor.softmax"),    # C method, unbound
+    (lambda z: torch.nn.functional.softmax(z, -1), "torch.nn.functional.softmax"),  # Python
+    (lambda z: torch.nn.Softmax(-1)(z), "torch.nn.Softmax"),            # a class's methods
+    (lambda z: torch.distributions.Categorical(logits=z).probs,         # inside a library
+     "torch.nn.functional.softmax"),
+])
+def test_a_shortcut_is_refused_with_its_name(toy, shortcut, named, capsys):
+    assert check(toy, shortcut) is False
+    out = capsys.readouterr().out
+    assert f"[{toy}] refused: your code calls {named} - write the softmax yourself" in out
+    assert "hint: exp, then divide by the sum" in out
+
+
+def test_passing_the_forbidden_function_itself_is_refused(toy, capsys):
+    assert check(toy, torch.nn.functional.softmax) is False
+    assert "refused: your code calls torch.nn.functional.softmax" in capsys.readouterr().out
+    assert check(toy, torch.Tensor.softmax) is False
+    assert "refused: your code calls torch.Tensor.softmax" in capsys.readouterr().out
+
+
+def test_a_caught_shortcut_is_still_refused(toy, capsys):
+    def sneaky(z):
+        try:
+            return torch.softmax(z, -1)
+        except Exception:
+            return _toy_softmax(z)
+    assert check(toy, sneaky) is False
+    assert "refused: your code calls torch.softmax" in capsys.readouterr().out
+
+
+def test_the_guard_watches_only_the_learner_and_is_removed_afterwards(toy, capsys):
+    import sys
+
+    def own(z):
+        return _toy_softmax(z)
+    assert check(toy, own) is True            # the checker's own torch.softmax is not watched
+    assert capsys.readouterr().out.strip() == f"[{toy}] correct: your function passes"
+    assert sys.getprofile() is None
+    assert check(toy, lambda z: torch.softmax(z, -1)) is False
+    assert sys.getprofile() is None
+
+
+def test_use_returns_the_learner_function_or_the_reference(toy, capsys):
+    def own(z):
+        return _toy_softmax(z)
+    assert use(toy, own) is own
+    assert "correct: your function passes" in capsys.readouterr().out
+
+    def stub(z):
+        raise NotImplementedError
+    assert use(toy, stub) is _toy_softmax
+    out = capsys.readouterr().out
+    assert "not attempted yet" in out
+    assert f"[{toy}] the cells below use the reference solution until yours passes" in out
+    assert use(toy, lambda z: z.softmax(-1)) is _toy_softmax
+    assert "refused" in capsys.readouterr().out
+    assert use(toy, _toy_softmax) is _toy_softmax
+    assert capsys.readouterr().out.strip() == f"[{toy}] the reference solution passes"
+
+
+def test_register_refuses_bad_forbidden_names():
+    with pytest.raises(TypeError, match="tuple"):
+        register("nb99.x", checker=print, hint="h", reference=print, forbidden="torch.softmax")
+    with pytest.raises(ValueError, match="dotted"):
+        register("nb99.x", checker=print, hint="h", reference=print, forbidden=("softmax",))
+    with pytest.raises(AttributeError):
+        ex.resolve("torch.no_such_function")
+    assert ex.resolve("no_such_package_xyz.f") is None

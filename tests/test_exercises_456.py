@@ -25,7 +25,7 @@ def test_modules_register_their_exercises():
                                   "nb05.stage_plan", "nb06.fake_quantize_int8"])
 def test_reference_passes(name, capsys):
     assert check(name, get(name).reference) is True
-    assert capsys.readouterr().out.strip() == f"[{name}] correct"
+    assert capsys.readouterr().out.strip() == f"[{name}] the reference solution passes"
 
 
 # -- nb04.layer_mapping ---------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The answer key: copies of the course notebooks with every exercise filled in.
 
 ``tinylab course solutions DIR`` writes them. In each copy, every exercise cell (a stub ending
-in ``raise NotImplementedError``, then ``check("nbNN.name", function)``) is replaced by the
-reference solution's source from ``tinylab/exercises/nbNN.py`` - the same function the checker
-is tested against - and the same ``check`` call. CI executes the copies (``tests/
+in ``raise NotImplementedError``, then ``function = use("nbNN.name", function)`` or
+``check("nbNN.name", function)``) is replaced by the reference solution's source from
+``tinylab/exercises/nbNN.py`` - the same function the checker is tested against - defined under
+the learner's name, and a ``check`` call that must pass. CI executes the copies (``tests/
 test_answer_key.py``), so the key and the checks cannot drift apart.
 """
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 
 __all__ = ["EXERCISE_CALL", "solution_cell", "write_solutions"]
 
-#: ``check("nb03.name", candidate)`` in an exercise cell.
-EXERCISE_CALL = re.compile(r"""check\(\s*["'](nb\d\d\.\w+)["']\s*,\s*(\w+)\s*\)""")
+#: ``check("nb03.name", candidate)`` or ``use("nb03.name", candidate)`` in an exercise cell.
+EXERCISE_CALL = re.compile(r"""\b(?:check|use)\(\s*["'](nb\d\d\.\w+)["']\s*,\s*(\w+)\s*\)""")
 
 
 def _module_imports(module) -> list[str]:

@@ -1,17 +1,22 @@
 """Self-checking exercises for the course notebooks.
 
 Each notebook ``NN`` keeps its exercises in ``tinylab/exercises/nbNN.py``. An exercise is a name
-(``"nbNN.short_name"``), a *checker* that tests a learner's answer, a *hint*, and a *reference*
-solution. In a notebook::
+(``"nbNN.short_name"``), a *checker* that tests a learner's answer, a *hint*, a *reference*
+solution, and the library functions the answer must not call. In a notebook::
 
-    from tinylab.exercises import check, hint, solution
+    from tinylab.exercises import check, hint, solution, use
 
     def softmax_with_temperature(logits, T):
         raise NotImplementedError  # your code here
 
-    check("nb03.softmax_with_temperature", softmax_with_temperature)   # prints, never raises
+    softmax_with_temperature = use("nb03.softmax_with_temperature", softmax_with_temperature)
     hint("nb03.softmax_with_temperature")
     solution("nb03.softmax_with_temperature")                           # prints the source
+
+``use`` checks the answer (printing what is wrong, never raising) and returns it when it
+passes, the reference solution otherwise: the cells below always run, and they run the
+learner's own function as soon as it is right. ``check`` does the checking alone and returns
+``True`` or ``False``.
 
 Writing an exercise module (``nbNN.py``)::
 
@@ -20,45 +25,73 @@ Writing an exercise module (``nbNN.py``)::
     def _reference(logits, T): ...
     def _checker(candidate):            # raise AssertionError("what is wrong") if wrong
         ...
-    register("nbNN.short_name", checker=_checker, hint="...", reference=_reference)
+    register("nbNN.short_name", checker=_checker, hint="...", reference=_reference,
+             forbidden=("torch.softmax", "torch.Tensor.softmax"),
+             why="this exercise asks you to write the softmax yourself")
 
-The checker receives whatever the learner passes to ``check`` (usually a function) and signals a
-wrong answer by raising ``AssertionError`` with a message that says what is wrong (e.g. from
+The checker receives the learner's function and signals a wrong answer by raising
+``AssertionError`` with a message that says what is wrong (e.g. from
 ``torch.testing.assert_close``). ``check`` turns every failure, including the
 ``NotImplementedError`` of an unattempted stub, into a printed message and ``False``, so a
 notebook still runs top to bottom. The module ``tinylab.exercises.nbNN`` is imported the first
 time one of its exercise names is used.
+
+Shortcuts: ``forbidden`` lists dotted names of library functions that would solve the exercise
+in one call (``"tinylab.losses.attention_mse"``, ``"torch.Tensor.softmax"``, a class such as
+``"torch.nn.KLDivLoss"`` for all of its methods). The checker is handed a *guarded* candidate:
+while the learner's function runs, a ``sys.setprofile`` hook watches every call it makes,
+directly or through other libraries, and a call to a forbidden function stops it with
+:class:`ShortcutUsed`; ``check`` then names the function and ``why`` it is refused. Python
+functions are recognised by their code object, C functions by identity, C methods (such as
+``Tensor.softmax``) by name and owner type. The checker's own code, which may compute the
+expected values with those very functions, is not watched. A guard, not a sandbox: it catches
+the library doing the work, not code written to evade it.
 """
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.util
 import inspect
+import sys
 import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["Exercise", "register", "check", "hint", "solution", "get", "names"]
+__all__ = ["Exercise", "ShortcutUsed", "register", "check", "use", "hint", "solution", "get",
+           "names"]
 
 
 @dataclass(frozen=True)
 class Exercise:
-    """One exercise: ``checker(candidate)`` raises ``AssertionError`` when the answer is wrong."""
+    """One exercise: ``checker(candidate)`` raises ``AssertionError`` when the answer is wrong.
+
+    ``forbidden``: dotted names of the library functions the answer must not call; ``why``:
+    one sentence saying why they are refused.
+    """
 
     name: str
     checker: Callable[[Any], Any]
     hint: str
     reference: Callable[..., Any]
+    forbidden: tuple[str, ...] = ()
+    why: str | None = None
 
 
 _REGISTRY: dict[str, Exercise] = {}
 
+_DEFAULT_WHY = "this exercise asks you to write that computation yourself"
+
 
 def register(name: str, *, checker: Callable[[Any], Any], hint: str,
-             reference: Callable[..., Any]) -> Exercise:
+             reference: Callable[..., Any], forbidden: tuple[str, ...] | list[str] = (),
+             why: str | None = None) -> Exercise:
     """Add an exercise to the registry (called at import time by ``nbNN.py``).
 
     ``name`` must look like ``"nbNN.short_name"``: the part before the dot names the module that
-    defines it, so ``check`` can import that module on first use.
+    defines it, so ``check`` can import that module on first use. ``forbidden``: dotted names
+    of library functions (or classes) the answer must not call, e.g. ``("torch.softmax",
+    "torch.Tensor.softmax")``; ``why``: one sentence saying why (printed when one is called).
     """
     module, dot, short = name.partition(".")
     if not dot or not module or not short:
@@ -67,8 +100,17 @@ def register(name: str, *, checker: Callable[[Any], Any], hint: str,
         raise TypeError(f"exercise {name!r}: checker and reference must be callables")
     if not hint.strip():
         raise ValueError(f"exercise {name!r}: give a non-empty hint")
-    exercise = Exercise(name=name, checker=checker, hint=hint.strip(), reference=reference)
+    if isinstance(forbidden, str):
+        raise TypeError(f"exercise {name!r}: forbidden must be a tuple of dotted names, got the "
+                        f"string {forbidden!r}")
+    bad = [f for f in forbidden if not isinstance(f, str) or f.count(".") < 1]
+    if bad:
+        raise ValueError(f"exercise {name!r}: forbidden names must be dotted paths such as "
+                         f"'torch.softmax', got {bad}")
+    exercise = Exercise(name=name, checker=checker, hint=hint.strip(), reference=reference,
+                        forbidden=tuple(forbidden), why=why.strip() if why else None)
     _REGISTRY[name] = exercise
+    _GUARDS.pop(name, None)
     return exercise
 
 
@@ -95,30 +137,240 @@ def names(module: str | None = None) -> list[str]:
     return sorted(n for n in _REGISTRY if module is None or n.startswith(module + "."))
 
 
+# --------------------------------------------------------------------------------------------
+# The shortcut guard
+# --------------------------------------------------------------------------------------------
+
+class ShortcutUsed(Exception):
+    """Raised inside the learner's function when it calls a forbidden library function."""
+
+    def __init__(self, function: str) -> None:
+        super().__init__(f"your code calls {function}")
+        self.function = function
+
+
+def resolve(dotted: str) -> Any:
+    """The object a dotted name refers to (``"torch.Tensor.softmax"``), importing its module.
+
+    Returns ``None`` when the top-level package is not installed (``"sklearn..."`` on a machine
+    without scikit-learn: nothing to refuse). Raises ``AttributeError`` / ``ImportError`` for a
+    name that does not exist in an installed package (a typo in ``forbidden``).
+    """
+    parts = dotted.split(".")
+    if importlib.util.find_spec(parts[0]) is None:
+        return None
+    obj, last_error = None, None
+    for cut in range(len(parts), 0, -1):          # the longest importable module prefix
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError as err:
+            last_error = err
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(f"cannot import {dotted!r}") from last_error
+
+
+def _python_code(obj: Any) -> Any:
+    """The code object a call to ``obj`` runs (the innermost one of a decorated function)."""
+    if isinstance(obj, (staticmethod, classmethod)):
+        obj = obj.__func__
+    if isinstance(obj, property):
+        obj = obj.fget
+    obj = inspect.unwrap(obj) if callable(obj) else obj
+    obj = getattr(obj, "__func__", obj)            # bound methods
+    return getattr(obj, "__code__", None)
+
+
+class _Guard:
+    """What an exercise refuses, resolved to code objects and C callables, and the hook."""
+
+    def __init__(self, forbidden: tuple[str, ...]) -> None:
+        self.codes: dict[Any, str] = {}              # Python functions and class methods
+        self.builtins: dict[int, tuple[Any, str]] = {}   # C functions, by identity
+        self.c_names: dict[str, list[tuple[Any, str]]] = {}  # C functions, by name + __self__
+        self.methods: dict[str, list[tuple[type, str]]] = {}  # C methods, by name + owner type
+        self.classes: dict[int, tuple[type, str]] = {}
+        for dotted in forbidden:
+            obj = resolve(dotted)
+            if obj is not None:
+                self._add(obj, dotted)
+
+    def _add(self, obj: Any, dotted: str) -> None:
+        kind = type(obj).__name__
+        if inspect.isclass(obj):
+            self.classes[id(obj)] = (obj, dotted)
+            for attr, value in vars(obj).items():
+                code = _python_code(value) if callable(value) or isinstance(
+                    value, (staticmethod, classmethod, property)) else None
+                if code is not None:
+                    self.codes.setdefault(code, dotted)
+        elif kind in ("method_descriptor", "wrapper_descriptor", "classmethod_descriptor"):
+            self.methods.setdefault(obj.__name__, []).append((obj.__objclass__, dotted))
+        elif kind == "builtin_function_or_method":
+            self.builtins[id(obj)] = (obj, dotted)
+            self.c_names.setdefault(obj.__name__, []).append((obj.__self__, dotted))
+        elif _python_code(obj) is not None:
+            self.codes[_python_code(obj)] = dotted
+        else:
+            raise TypeError(f"cannot forbid {dotted!r}: {kind} is neither a Python function, a "
+                            f"class nor a C function or method")
+
+    def __bool__(self) -> bool:
+        return bool(self.codes or self.builtins or self.methods or self.classes)
+
+    def c_function(self, fn: Any) -> str | None:
+        """The forbidden name a C callable (the ``arg`` of a ``c_call`` event) stands for."""
+        hit = self.builtins.get(id(fn))
+        if hit is not None and hit[0] is fn:
+            return hit[1]
+        name = getattr(fn, "__name__", None)
+        if name is None:
+            return None
+        owner = getattr(fn, "__self__", None)
+        for cls, dotted in self.methods.get(name, ()):
+            if isinstance(owner, cls):
+                return dotted
+        for self_, dotted in self.c_names.get(name, ()):
+            if owner is self_ and owner is not None:
+                return dotted
+        return None
+
+    def matches(self, candidate: Any) -> str | None:
+        """The forbidden name ``candidate`` itself is (passing ``torch.softmax`` as the answer)."""
+        while isinstance(candidate, functools.partial):
+            candidate = candidate.func
+        if inspect.isclass(candidate):
+            hit = self.classes.get(id(candidate))
+            return hit[1] if hit and hit[0] is candidate else None
+        kind = type(candidate).__name__
+        if kind in ("method_descriptor", "wrapper_descriptor", "classmethod_descriptor"):
+            for cls, dotted in self.methods.get(candidate.__name__, ()):
+                if issubclass(candidate.__objclass__, cls):
+                    return dotted
+            return None
+        if kind in ("builtin_function_or_method", "method-wrapper"):
+            return self.c_function(candidate)
+        try:
+            code = _python_code(candidate)
+        except Exception:  # an exotic callable: let the hook judge it when it runs
+            return None
+        return self.codes.get(code) if code is not None else None
+
+
+_GUARDS: dict[str, _Guard] = {}
+
+
+def _guard(exercise: Exercise) -> _Guard | None:
+    if not exercise.forbidden:
+        return None
+    if exercise.name not in _GUARDS:
+        _GUARDS[exercise.name] = _Guard(exercise.forbidden)
+    return _GUARDS[exercise.name] or None
+
+
+class _Guarded:
+    """The learner's function, run under the guard's profile hook (what the checker calls)."""
+
+    def __init__(self, function: Callable[..., Any], guard: _Guard) -> None:
+        self.function = function
+        self.guard = guard
+        self.used: str | None = None         # the first forbidden call, even if it was caught
+        functools.update_wrapper(self, function, updated=())
+
+    def _hook(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            hit = self.guard.codes.get(frame.f_code)
+        elif event == "c_call":
+            hit = self.guard.c_function(arg)
+        else:
+            return
+        if hit is not None:
+            self.used = self.used or hit
+            raise ShortcutUsed(hit)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.used:
+            raise ShortcutUsed(self.used)
+        previous = sys.getprofile()
+        sys.setprofile(self._hook)
+        try:
+            return self.function(*args, **kwargs)
+        finally:
+            sys.setprofile(previous)
+
+
+# --------------------------------------------------------------------------------------------
+# check, use, hint, solution
+# --------------------------------------------------------------------------------------------
+
+def _refused(exercise: Exercise, function: str) -> bool:
+    print(f"[{exercise.name}] refused: your code calls {function} - "
+          f"{exercise.why or _DEFAULT_WHY}")
+    print(f"hint: {exercise.hint}")
+    return False
+
+
 def check(name: str, candidate: Any) -> bool:
-    """Check a learner's answer; print ``correct`` or what is wrong plus the hint.
+    """Check a learner's answer; print whether it passes, or what is wrong plus the hint.
 
     Never raises for a wrong or unattempted answer (``NotImplementedError``), so a notebook runs
     top to bottom before the learner has solved anything. Returns ``True`` only when correct.
+    An answer that calls one of the exercise's forbidden library functions is refused, with
+    the function named. The registered reference solution itself prints "the reference
+    solution passes", a learner's function "correct: your function passes".
     """
     exercise = get(name)
+    guard = _guard(exercise)
+    if guard is not None:
+        direct = guard.matches(candidate)
+        if direct is not None:
+            return _refused(exercise, direct)
+    tested = _Guarded(candidate, guard) if guard is not None and callable(candidate) else candidate
+    failure: BaseException | None = None
     try:
-        exercise.checker(candidate)
-    except NotImplementedError:
+        exercise.checker(tested)
+    except Exception as err:  # noqa: BLE001 - every failure is reported, none is raised
+        failure = err
+    if isinstance(tested, _Guarded) and tested.used:      # even if the learner caught it
+        return _refused(exercise, tested.used)
+    if isinstance(failure, ShortcutUsed):
+        return _refused(exercise, failure.function)
+    if isinstance(failure, NotImplementedError):
         print(f"[{name}] not attempted yet: replace `raise NotImplementedError` with your code.")
         print(f"hint: {exercise.hint}")
         return False
-    except AssertionError as err:
-        message = str(err).strip() or "the answer does not match the reference"
+    if isinstance(failure, AssertionError):
+        message = str(failure).strip() or "the answer does not match the reference"
         print(f"[{name}] not yet: {message}")
         print(f"hint: {exercise.hint}")
         return False
-    except Exception as err:  # the learner's code crashed: report it, keep the notebook going
-        print(f"[{name}] your code raised {type(err).__name__}: {err}")
+    if failure is not None:  # the learner's code crashed: report it, keep the notebook going
+        print(f"[{name}] your code raised {type(failure).__name__}: {failure}")
         print(f"hint: {exercise.hint}")
         return False
-    print(f"[{name}] correct")
+    if candidate is exercise.reference:
+        print(f"[{name}] the reference solution passes")
+    else:
+        print(f"[{name}] correct: your function passes")
     return True
+
+
+def use(name: str, candidate: Callable[..., Any]) -> Callable[..., Any]:
+    """Check ``candidate`` and return the function the following cells should use.
+
+    Returns ``candidate`` itself when it passes :func:`check`; otherwise prints that the cells
+    below use the reference solution and returns that, so the notebook keeps running (with
+    correct numbers) while the exercise is open. Write it right under the exercise::
+
+        softmax_with_temperature = use("nb03.softmax_with_temperature", softmax_with_temperature)
+    """
+    exercise = get(name)
+    if check(name, candidate):
+        return candidate
+    print(f"[{name}] the cells below use the reference solution until yours passes")
+    return exercise.reference
 
 
 def hint(name: str) -> str:
