@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["soft_cross_entropy", "kd_kl_div", "hinton_kd_loss", "attention_mse", "hidden_mse", "layer_map",
-           "TinyBertLoss", "STAGES", "LOSS_TERMS"]
+           "TinyBertLoss", "STAGES", "LOSS_TERMS",
+           "cosine_hidden_loss", "minilm_attention_kl", "minilm_value_relation_kl"]
 
 STAGES = ("general", "intermediate", "prediction")
 LOSS_TERMS = ("embedding", "attention", "hidden", "prediction")
@@ -486,3 +487,117 @@ class TinyBertLoss(nn.Module):
                 f"official_attention={self.official_attention}, "
                 f"official_prediction={self.official_prediction}, "
                 f"official_hidden={self.official_hidden}")
+
+
+# --------------------------------------------------------------------------------------------
+# Other objectives (notebook 07): DistilBERT's cosine loss, MiniLM's self-attention transfer
+# --------------------------------------------------------------------------------------------
+
+def cosine_hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
+                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """DistilBERT's cosine loss between student and teacher hidden states, per token.
+
+    Sanh et al., "DistilBERT, a distilled version of BERT" (2019), Sec. 2: a cosine embedding
+    loss "which will tend to align the directions of the student and teacher hidden states
+    vectors". Shapes: (B, L, D) each; the student tensor must already have the teacher's
+    width D (DistilBERT's student has it; a narrower one goes through a learned projection
+    first, see :func:`tinylab.distill.objectives.train_distilbert`)::
+
+        L_cos = (1 / n_real) sum_{b, l real} (1 - <h_S[b,l], h_T[b,l]> / (|h_S[b,l]| |h_T[b,l]|))
+
+    With ``attention_mask`` (B, L), 1 for real tokens, only real tokens count (as in Hugging
+    Face's ``research_projects/distillation``, which selects them and applies
+    ``CosineEmbeddingLoss`` with target +1 and a mean over tokens); without it every position
+    counts. Only the direction is matched: scaling ``h_S`` changes nothing, unlike
+    :func:`hidden_mse`. The teacher side is detached.
+    """
+    _check_same_shape(student_hidden, teacher_hidden, "cosine_hidden_loss hidden states")
+    if student_hidden.dim() != 3:
+        raise ValueError(f"hidden states must be (batch, seq_len, width), got "
+                         f"{tuple(student_hidden.shape)}")
+    student_hidden, teacher_hidden = _fp32(student_hidden, teacher_hidden.detach())
+    distance = 1 - F.cosine_similarity(student_hidden, teacher_hidden, dim=-1)   # (B, L)
+    if attention_mask is None:
+        return distance.mean()
+    real = _real_token_mask(attention_mask, *distance.shape)
+    return torch.where(real, distance, torch.zeros_like(distance)).sum() / real.sum().clamp(min=1)
+
+
+def _masked_row_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                   attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over real (batch, head, query) rows of KL(softmax(teacher row) || softmax(student
+    row)); logits (B, H, L, L), the softmax over the last (key) axis, padded keys excluded."""
+    student_logits, teacher_logits = _fp32(student_logits, teacher_logits.detach())
+    batch, heads, length, _ = student_logits.shape
+    if attention_mask is None:
+        real = torch.ones(batch, length, dtype=torch.bool, device=student_logits.device)
+    else:
+        real = _real_token_mask(attention_mask, batch, length)
+    keys = real[:, None, None, :]                                      # (B, 1, 1, L)
+    lowest = torch.finfo(torch.float32).min  # what Hugging Face's additive mask puts there
+    log_p_teacher = F.log_softmax(teacher_logits.masked_fill(~keys, lowest), dim=-1)
+    log_p_student = F.log_softmax(student_logits.masked_fill(~keys, lowest), dim=-1)
+    # Select, do not multiply: at padded keys both log-probabilities are huge negatives.
+    per_key = torch.where(keys, log_p_teacher.exp() * (log_p_teacher - log_p_student),
+                          torch.zeros_like(log_p_student))
+    rows = real[:, None, :].expand(batch, heads, length)               # real queries
+    per_row = torch.where(rows, per_key.sum(-1), per_key.new_zeros(()))
+    return per_row.sum() / rows.sum().clamp(min=1)
+
+
+def minilm_attention_kl(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
+                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MiniLM's self-attention distribution transfer (Wang et al. 2020, NeurIPS, Sec. 3).
+
+    Shapes: pre-softmax scores (B, H, L, L) (query, key) of the *last* Transformer layer of
+    each model, e.g. ``out.attentions[-1]`` after :func:`tinylab.models.use_attention_scores`;
+    the head counts must match (head a is compared with head a), the widths need not. With
+    A = softmax(Q K^T / sqrt(d_k)) over the keys::
+
+        L_AT = 1 / (A_h |x|) sum_{a=1..A_h} sum_{t=1..|x|} KL(A^T[a, t, :] || A^S[a, t, :])
+
+    i.e. the mean over heads and query tokens of a KL divergence between the teacher's and the
+    student's attention distributions (probabilities, unlike TinyBERT's MSE on raw scores).
+    Over a batch: the mean over all real (example, head, query) rows. With ``attention_mask``
+    (B, L) padded keys are left out of both softmaxes and padded query rows out of the mean;
+    without it every row counts (right for unpadded batches; padded keys that already hold
+    Hugging Face's ``finfo.min`` still get probability 0). The teacher side is detached.
+    """
+    _check_same_shape(student_scores, teacher_scores, "minilm_attention_kl scores")
+    if student_scores.dim() != 4:
+        raise ValueError(f"attention scores must be (batch, heads, L, L), got "
+                         f"{tuple(student_scores.shape)}")
+    _check_scores(student_scores, "student")
+    _check_scores(teacher_scores, "teacher")
+    return _masked_row_kl(student_scores, teacher_scores, attention_mask)
+
+
+def minilm_value_relation_kl(student_values: torch.Tensor, teacher_values: torch.Tensor,
+                             attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MiniLM's self-attention value-relation transfer (Wang et al. 2020, NeurIPS, Sec. 3).
+
+    Shapes: the values of the last Transformer layer split into heads, (B, H, L, d_k) for the
+    student and (B, H, L, d_k') for the teacher: same batch, heads and length; the head widths
+    d_k and d_k' may differ, because the relation is L x L::
+
+        VR   = softmax(V V^T / sqrt(d_k))                      per head, over the last axis
+        L_VR = 1 / (A_h |x|) sum_{a=1..A_h} sum_{t=1..|x|} KL(VR^T[a, t, :] || VR^S[a, t, :])
+
+    Masking and the batch mean as in :func:`minilm_attention_kl` (padded tokens are left out
+    as keys and as rows). MiniLM's objective is ``L_AT + L_VR``. The teacher side is detached.
+    """
+    for name, values in (("student", student_values), ("teacher", teacher_values)):
+        if values.dim() != 4:
+            raise ValueError(f"{name} values must be (batch, heads, L, head_dim), got "
+                             f"{tuple(values.shape)}")
+    if student_values.shape[:3] != teacher_values.shape[:3]:
+        raise ValueError(f"minilm_value_relation_kl: student values {tuple(student_values.shape)}"
+                         f" and teacher values {tuple(teacher_values.shape)} must agree in "
+                         f"(batch, heads, L); the relation compares head a with head a")
+
+    def relation(values: torch.Tensor) -> torch.Tensor:
+        values = values.float()
+        return values @ values.transpose(-1, -2) / values.shape[-1] ** 0.5
+
+    return _masked_row_kl(relation(student_values), relation(teacher_values.detach()),
+                          attention_mask)
