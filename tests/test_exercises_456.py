@@ -17,7 +17,7 @@ from tinylab.losses import attention_mse, layer_map
 
 def test_modules_register_their_exercises():
     assert names("nb04") == ["nb04.layer_mapping", "nb04.masked_attention_mse"]
-    assert names("nb05") == ["nb05.stage_plan"]
+    assert "nb05.stage_plan" in names("nb05")          # notebook 05 may hold more
     assert names("nb06") == ["nb06.fake_quantize_int8"]
 
 
@@ -38,13 +38,13 @@ def test_layer_mapping_matches_the_paper(strategy):
 
 
 def test_layer_mapping_names_off_by_one(capsys):
-    zero_based = lambda m, n, s: [x - 1 for x in layer_map(m, n, s)]  # noqa: E731
+    zero_based = lambda m, n, s: [x - 1 for x in layer_mapping(m, n, s)]  # noqa: E731
     assert check("nb04.layer_mapping", zero_based) is False
     assert "0-based" in capsys.readouterr().out
 
 
 def test_layer_mapping_rejects_top_for_uniform(capsys):
-    assert check("nb04.layer_mapping", lambda m, n, s: layer_map(m, n, "top")) is False
+    assert check("nb04.layer_mapping", lambda m, n, s: layer_mapping(m, n, "top")) is False
     assert "uniform, M=4, N=12: got [9, 10, 11, 12], expected [3, 6, 9, 12]" in \
         capsys.readouterr().out
 

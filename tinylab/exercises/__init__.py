@@ -193,7 +193,10 @@ class _Guard:
         self.methods: dict[str, list[tuple[type, str]]] = {}  # C methods, by name + owner type
         self.classes: dict[int, tuple[type, str]] = {}
         for dotted in forbidden:
-            obj = resolve(dotted)
+            try:
+                obj = resolve(dotted)
+            except (ImportError, AttributeError):  # another library version: nothing to refuse
+                continue                           # (tests/test_exercises.py: all resolve here)
             if obj is not None:
                 self._add(obj, dotted)
 

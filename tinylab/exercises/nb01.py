@@ -43,6 +43,10 @@ def _check_pad_batch(candidate) -> None:
 
 
 register("nb01.pad_batch", checker=_check_pad_batch, reference=pad_batch,
+         forbidden=("transformers.PreTrainedTokenizerBase.pad",
+                    "transformers.DataCollatorWithPadding"),
+         why="this exercise asks you to pad the batch yourself (the tokenizer's pad() does it "
+             "all; torch.nn.utils.rnn.pad_sequence is allowed)",
          hint="Find the longest sequence, start from a (B, L) tensor full of pad_token_id and a "
               "(B, L) tensor of zeros, then copy each sequence into the start of its row and set "
               "the mask to 1 there. (torch.nn.utils.rnn.pad_sequence does the first half.)")
@@ -75,6 +79,8 @@ def _check_padding_fraction(candidate) -> None:
 
 
 register("nb01.padding_fraction", checker=_check_padding_fraction, reference=padding_fraction,
+         forbidden=("tinylab.data.padding_efficiency",),
+         why="this exercise asks you to count the padded positions yourself",
          hint="Walk over the lengths in slices of batch_size; a slice costs len(slice) * max(slice) "
               "positions of which sum(slice) are real tokens. The answer is 1 - real / padded "
               "over all slices (the last slice can be shorter).")

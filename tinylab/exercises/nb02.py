@@ -35,6 +35,9 @@ def _check_attention(candidate) -> None:
 
 register("nb02.attention_probabilities", checker=_check_attention,
          reference=attention_probabilities,
+         forbidden=("torch.masked.softmax", "torch.masked.log_softmax", "torch._masked_softmax"),
+         why="this exercise asks you to apply the padding mask yourself (torch.softmax is "
+             "fine)",
          hint="Turn the (B, L) mask into an additive (B, 1, 1, L) term: 0 for real keys, a huge "
               "negative number (torch.finfo(scores.dtype).min) for padded ones; add it to the "
               "scores and take torch.softmax over dim=-1 (the keys).")
@@ -67,6 +70,9 @@ def _check_confusion(candidate) -> None:
 
 
 register("nb02.confusion_matrix", checker=_check_confusion, reference=confusion_matrix,
+         forbidden=("tinylab.evaluate.classification_metrics", "tinylab.evaluate.evaluate_model",
+                    "sklearn.metrics.confusion_matrix"),
+         why="this exercise asks you to count the (gold, predicted) pairs yourself",
          hint="Start from a num_classes x num_classes tensor of zeros and add 1 at "
               "[gold, predicted] for every example (rows: gold class, columns: prediction). "
               "A one-liner: torch.bincount(labels * num_classes + predictions, "

@@ -37,8 +37,19 @@ def _check_softmax(candidate) -> None:
                                    msg=lambda m: f"T={t}, logits shape {tuple(logits.shape)}: {m}")
 
 
+SOFTMAX_FUNCTIONS = (
+    "torch.softmax", "torch.log_softmax", "torch._softmax", "torch._log_softmax",
+    "torch.special.softmax", "torch.special.log_softmax",
+    "torch.nn.functional.softmax", "torch.nn.functional.log_softmax",
+    "torch.nn.functional.softmin", "torch.Tensor.softmax", "torch.Tensor.log_softmax",
+    "torch.nn.Softmax", "torch.nn.LogSoftmax", "torch.nn.Softmin",
+    "scipy.special.softmax", "scipy.special.log_softmax",
+)
+
 register("nb03.softmax_with_temperature", checker=_check_softmax,
-         reference=softmax_with_temperature,
+         reference=softmax_with_temperature, forbidden=SOFTMAX_FUNCTIONS,
+         why="this exercise asks you to write the softmax yourself (torch.exp and sums are "
+             "fine; torch.logsumexp too)",
          hint="Divide the logits by T, subtract the largest value of each row (softmax does not "
               "change when every logit moves by the same amount, and exp() no longer overflows), "
               "exponentiate, and divide by the row sum (dim=-1, keepdim=True).")
@@ -70,6 +81,13 @@ def _check_gradient(candidate) -> None:
 
 
 register("nb03.soft_loss_gradient", checker=_check_gradient, reference=soft_loss_gradient,
+         forbidden=("torch.autograd.grad", "torch.autograd.backward", "torch.Tensor.backward",
+                    "torch.autograd.functional.jacobian", "torch.autograd.functional.vjp",
+                    "torch.autograd.forward_ad.make_dual", "torch.func.grad",
+                    "torch.func.grad_and_value", "torch.func.vjp", "torch.func.jacrev",
+                    "torch.func.jacfwd"),
+         why="this exercise asks you to derive the gradient by hand; autograd is what the "
+             "checker compares you with",
          hint="Write the chain rule through log_softmax(z / T): d(-sum_i p_T,i log p_S,i)/dz_j = "
               "(p_S,j - p_T,j) / T, with both p computed at the same temperature T. No autograd "
               "needed (the checker calls your function under torch.no_grad()).")

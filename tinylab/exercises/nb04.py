@@ -52,6 +52,9 @@ def _check_layer_mapping(candidate) -> None:
 
 
 register("nb04.layer_mapping", checker=_check_layer_mapping, reference=layer_mapping,
+         forbidden=("tinylab.losses.layer_map", "tinylab.losses.TinyBertLoss"),
+         why="this exercise asks you to write g(m) yourself; layer_map is what the checker "
+             "compares you with",
          hint="Number student layers m = 1..M and teacher layers 1..N (0 is the embedding "
               "output). Uniform skips N/M teacher layers per student layer, so student layer M "
               "meets teacher layer N; top keeps the last M teacher layers (N-M+1..N); bottom "
@@ -123,6 +126,9 @@ def _keys_only_mse(student, teacher, mask) -> torch.Tensor:
 
 register("nb04.masked_attention_mse", checker=_check_masked_attention,
          reference=masked_attention_mse,
+         forbidden=("tinylab.losses.attention_mse", "tinylab.losses.TinyBertLoss"),
+         why="this exercise asks you to select the real (query, key) pairs yourself; "
+             "attention_mse is what the checker compares you with",
          hint="Build a (B, 1, L, L) boolean of real pairs from the mask: real[:, None, :, None] & "
               "real[:, None, None, :]. Expand it to the scores' shape and index both tensors with "
               "it (so the finfo.min entries are never subtracted), then take the mean of the "

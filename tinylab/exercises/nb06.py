@@ -66,6 +66,13 @@ def _check_fake_quantize(candidate) -> None:
 
 
 register("nb06.fake_quantize_int8", checker=_check_fake_quantize, reference=fake_quantize_int8,
+         forbidden=("torch.quantize_per_tensor", "torch.quantize_per_tensor_dynamic",
+                    "torch.fake_quantize_per_tensor_affine", "torch.quantize_per_channel",
+                    "torch.fake_quantize_per_channel_affine",
+                    "torch.ao.quantization.quantize_dynamic",
+                    "torch.ao.nn.quantized.dynamic.Linear"),
+         why="this exercise asks you to compute the scale and round yourself; PyTorch's "
+             "quantizer is what the checker compares you with",
          hint="One scale for the whole tensor: s = max|W| / 127.5 (int8 spans -128..127, 255 "
               "steps, centred on 0). Then q = torch.clamp(torch.round(W * (1 / s)), -128, 127) "
               "and return q * s. (PyTorch multiplies by 1 / s; W / s can round a value that sits "
