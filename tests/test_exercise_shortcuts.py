@@ -48,6 +48,16 @@ def _func_gradient(student_logits, teacher_logits, T):
         return torch.func.grad(loss)(student_logits)
 
 
+def _package_soft_ce(s, t, T):
+    from tinylab.losses import soft_cross_entropy
+    return soft_cross_entropy(s, t, T)
+
+
+def _hidden_mse(s, t, W, mask):
+    from tinylab.losses import hidden_mse
+    return hidden_mse(W(s), t, mask)
+
+
 def _layer_map(m, n, strategy):
     from tinylab.losses import layer_map
     return layer_map(m, n, strategy)
@@ -87,7 +97,17 @@ SHORTCUTS = [
      "torch.nn.Softmax"),
     ("nb03.soft_loss_gradient", _autograd_gradient, "torch.Tensor.backward"),
     ("nb03.soft_loss_gradient", _func_gradient, "torch.func.grad"),
+    ("nb03.soft_cross_entropy", lambda s, t, T: F.cross_entropy(s / T, F.softmax(t / T, -1)),
+     "torch.nn.functional.cross_entropy"),
+    ("nb03.soft_cross_entropy",
+     lambda s, t, T: F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1),
+                              reduction="batchmean"), "torch.nn.functional.kl_div"),
+    ("nb03.soft_cross_entropy", _package_soft_ce, "tinylab.losses.soft_cross_entropy"),
+    ("nb03.soft_cross_entropy",
+     lambda s, t, T: torch.nn.CrossEntropyLoss()(s / T, F.softmax(t / T, -1)),
+     "torch.nn.CrossEntropyLoss"),
     ("nb04.layer_mapping", _layer_map, "tinylab.losses.layer_map"),
+    ("nb04.hidden_loss", _hidden_mse, "tinylab.losses.hidden_mse"),
     ("nb04.masked_attention_mse", _attention_mse, "tinylab.losses.attention_mse"),
     ("nb06.fake_quantize_int8", _quantize, "torch.quantize_per_tensor"),
     ("nb06.fake_quantize_int8", _fake_quantize, "torch.fake_quantize_per_tensor_affine"),

@@ -203,3 +203,56 @@ def test_register_refuses_bad_forbidden_names():
     with pytest.raises(AttributeError):
         ex.resolve("torch.no_such_function")
     assert ex.resolve("no_such_package_xyz.f") is None
+
+
+# -- nb03.soft_cross_entropy -----------------------------------------------------------------
+
+def test_soft_cross_entropy_reference_agrees_with_the_package_and_a_loop():
+    from tinylab.exercises.nb03 import _soft_ce_cases, soft_cross_entropy
+    from tinylab.losses import soft_cross_entropy as package
+
+    for student, teacher, t in _soft_ce_cases(seed=11):
+        loop = 0.0
+        for b in range(student.shape[0]):         # Hinton et al.: -sum_c p_T,c log p_S,c
+            zs, zt = student[b].double() / t, teacher[b].double() / t
+            p_t = zt.exp() / zt.exp().sum()
+            log_p_s = zs - zs.exp().sum().log()
+            loop += float(-(p_t * log_p_s).sum())
+        expected = torch.tensor(loop / student.shape[0], dtype=torch.float32)
+        torch.testing.assert_close(soft_cross_entropy(student, teacher, t), expected)
+        torch.testing.assert_close(package(student, teacher, t), expected)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda s, t, T: -(_stable_softmax(t / T) * _stable_softmax(s).log()).sum(-1).mean(),
+     "the student's logits are not divided by T"),
+    (lambda s, t, T: -(_stable_softmax(t) * _stable_softmax(s / T).log()).sum(-1).mean(),
+     "the teacher's logits are not divided by T"),
+    (lambda s, t, T: (_stable_softmax(t / T) * (_stable_softmax(t / T).log()
+                                                 - _stable_softmax(s / T).log())).sum(-1).mean(),
+     "that is KL(p_T || p_S)"),
+    (lambda s, t, T: -(_stable_softmax(t / T).log() * _stable_softmax(s / T).log()).sum(-1).mean(),
+     "the targets are the teacher's log-probabilities"),
+    (lambda s, t, T: -(_stable_softmax(t / T) * _stable_softmax(s / T).log()).sum(),
+     "summed over the batch"),
+    (lambda s, t, T: -(_stable_softmax(t / T) * _stable_softmax(s / T).log()).mean(),
+     "averaged over the classes too"),
+    (lambda s, t, T: -(_stable_softmax(t / T) * _stable_softmax(s / T).log()).sum(-1).mean()
+     .detach(), "does not depend on the student's logits"),
+])
+def test_soft_cross_entropy_names_the_usual_mistakes(wrong, message, capsys):
+    assert check("nb03.soft_cross_entropy", wrong) is False
+    out = capsys.readouterr().out
+    assert "[nb03.soft_cross_entropy] not yet: B=4, C=3, T=2.0" in out and message in out, out
+
+
+def test_soft_cross_entropy_accepts_the_learners_own_softmax(capsys):
+    # The notebook invites the learner to build on exercise 1: log of their softmax is fine.
+    from tinylab.exercises.nb03 import softmax_with_temperature
+
+    def mine(student_logits, teacher_logits, T):
+        p_teacher = softmax_with_temperature(teacher_logits, T)
+        p_student = softmax_with_temperature(student_logits, T)
+        return -(p_teacher * p_student.log()).sum(-1).mean()
+    assert check("nb03.soft_cross_entropy", mine) is True
+    assert "correct: your function passes" in capsys.readouterr().out

@@ -1,4 +1,10 @@
-"""Exercises of notebook 03 (soft-label math): softmax with temperature, the soft-loss gradient."""
+"""Exercises of notebook 03 (soft-label math): softmax with temperature, the soft cross-entropy
+of TinyBERT's prediction layer, and its gradient.
+
+Each exercise refuses the library call that would do it in one line (``torch.softmax``,
+``F.cross_entropy``, autograd, ...): the checker compares the learner's function with exactly
+those, on random inputs, and names the usual mistakes.
+"""
 from __future__ import annotations
 
 import torch
@@ -91,3 +97,114 @@ register("nb03.soft_loss_gradient", checker=_check_gradient, reference=soft_loss
          hint="Write the chain rule through log_softmax(z / T): d(-sum_i p_T,i log p_S,i)/dz_j = "
               "(p_S,j - p_T,j) / T, with both p computed at the same temperature T. No autograd "
               "needed (the checker calls your function under torch.no_grad()).")
+
+
+# -- 3. the soft cross-entropy with temperature ------------------------------------------------
+
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                       T: float) -> torch.Tensor:
+    """TinyBERT's prediction-layer loss (Eq. 10; Hinton et al. 2015): a scalar.
+
+    Shapes: logits (B, C). With p_T = softmax(z_T / T) and log p_S = log_softmax(z_S / T)::
+
+        L = (1/B) sum_b  -sum_c p_T[b, c] * log p_S[b, c]
+    """
+    scaled_student = student_logits / T
+    log_p_student = scaled_student - torch.logsumexp(scaled_student, dim=-1, keepdim=True)
+    scaled_teacher = teacher_logits / T
+    p_teacher = (scaled_teacher - torch.logsumexp(scaled_teacher, dim=-1, keepdim=True)).exp()
+    return -(p_teacher * log_p_student).sum(dim=-1).mean()
+
+
+def _soft_ce_cases(seed: int = 5) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """(student logits, teacher logits, T): batches of several sizes, T below, at and above 1.
+
+    The first case (B=4, C=3, T=2) tells every typical mistake apart from the right answer.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    cases = []
+    for batch, classes, t in ((4, 3, 2.0), (6, 2, 4.0), (3, 5, 1.0), (5, 4, 0.5), (1, 3, 8.0)):
+        student = torch.randn(batch, classes, generator=gen) * 2
+        teacher = torch.randn(batch, classes, generator=gen) * 3
+        cases.append((student, teacher, t))
+    return cases
+
+
+def _soft_ce_mistakes(student: torch.Tensor, teacher: torch.Tensor, t: float
+                      ) -> dict[str, torch.Tensor]:
+    """What the usual wrong versions of the loss return, keyed by the message that names them."""
+    import torch.nn.functional as F
+
+    p_t, log_p_t = F.softmax(teacher / t, -1), F.log_softmax(teacher / t, -1)
+    log_p_s = F.log_softmax(student / t, -1)
+    per_class = -p_t * log_p_s
+    return {
+        "the student's logits are not divided by T (both sides need the same temperature)":
+            -(p_t * F.log_softmax(student, -1)).sum(-1).mean(),
+        "the teacher's logits are not divided by T (both sides need the same temperature)":
+            -(F.softmax(teacher, -1) * log_p_s).sum(-1).mean(),
+        "that is KL(p_T || p_S), the cross-entropy minus the teacher's entropy H(p_T); this "
+        "exercise asks for the cross-entropy itself":
+            (p_t * (log_p_t - log_p_s)).sum(-1).mean(),
+        "the targets are the teacher's log-probabilities; the target is the probability "
+        "distribution p_T = softmax(z_T / T)":
+            -(log_p_t * log_p_s).sum(-1).mean(),
+        "the loss is summed over the batch; take the mean over the B examples (sum over the "
+        "classes only)":
+            per_class.sum(),
+        "the loss is averaged over the classes too (the official TinyBERT code's 1/C); sum "
+        "over the classes, then average over the batch":
+            per_class.mean(),
+        "teacher and student are swapped: the target is the teacher's p_T, the log is the "
+        "student's":
+            -(F.softmax(student / t, -1) * log_p_t).sum(-1).mean(),
+        "the loss is multiplied by T^2 (Hinton et al.'s factor for combined losses); this "
+        "exercise asks for the plain cross-entropy":
+            per_class.sum(-1).mean() * t ** 2,
+    }
+
+
+def _check_soft_ce(candidate) -> None:
+    import torch.nn.functional as F
+
+    for student, teacher, t in _soft_ce_cases():
+        leaf = student.clone().requires_grad_(True)
+        got = candidate(leaf, teacher.clone(), t)
+        assert isinstance(got, torch.Tensor), f"return a tensor, got {type(got).__name__}"
+        assert got.dim() == 0, (f"return a scalar (0-dim tensor, the batch mean), got shape "
+                                f"{tuple(got.shape)}")
+        p_t = F.softmax(teacher / t, -1)
+        expected = -(p_t * F.log_softmax(student / t, -1)).sum(-1).mean()
+        where = f"B={student.shape[0]}, C={student.shape[1]}, T={t}"
+        assert torch.isfinite(got), f"{where}: the loss is {got.item()}"
+        if not torch.allclose(got.detach(), expected, rtol=1e-4, atol=1e-6):
+            for mistake, value in _soft_ce_mistakes(student, teacher, t).items():
+                if (torch.allclose(got.detach(), value, rtol=1e-4, atol=1e-6)
+                        and not torch.allclose(value, expected, rtol=1e-4, atol=1e-6)):
+                    raise AssertionError(f"{where}: got {got.item():.6g}, expected "
+                                         f"{expected.item():.6g}: {mistake}")
+            torch.testing.assert_close(got.detach(), expected, rtol=1e-4, atol=1e-6,
+                                       msg=lambda m: f"{where}: {m}")
+        assert got.requires_grad, (f"{where}: the loss does not depend on the student's logits "
+                                   f"any more (a .detach(), .item() or torch.no_grad() inside?); "
+                                   f"training needs its gradient")
+        (grad,) = torch.autograd.grad(got, leaf)
+        by_formula = (F.softmax(student / t, -1) - p_t) / (t * student.shape[0])
+        torch.testing.assert_close(grad, by_formula, rtol=1e-4, atol=1e-6,
+                                   msg=lambda m: f"{where}: the gradient w.r.t. the student "
+                                                 f"logits is not (p_S - p_T) / (T B): {m}")
+
+
+register("nb03.soft_cross_entropy", checker=_check_soft_ce, reference=soft_cross_entropy,
+         forbidden=("tinylab.losses.soft_cross_entropy", "tinylab.losses.kd_kl_div",
+                    "tinylab.losses.hinton_kd_loss", "tinylab.losses.TinyBertLoss",
+                    "torch.nn.functional.cross_entropy", "torch.nn.functional.kl_div",
+                    "torch.nn.CrossEntropyLoss", "torch.nn.KLDivLoss", "torch.kl_div",
+                    "torch._C._nn.cross_entropy_loss",
+                    "torch.distributions.kl.kl_divergence"),
+         why="this exercise asks you to write the loss from its formula (your softmax, "
+             "torch.log and torch.log_softmax are fine)",
+         hint="Divide BOTH logit tensors by T. p_T = softmax(z_T / T) is the target (your "
+              "softmax_with_temperature gives it); log p_S = log_softmax(z_S / T) (or the log "
+              "of your softmax). Multiply them, sum over the classes (dim=-1), negate, and take "
+              "the mean over the batch: a scalar.")

@@ -1,9 +1,11 @@
-"""Exercises of notebook 04 (the combined TinyBERT loss): the layer mapping g(m), and the
-padding-masked attention MSE.
+"""Exercises of notebook 04 (the combined TinyBERT loss): the layer mapping g(m), the
+padding-masked attention MSE, and the hidden-state MSE through the projection W_h.
 
 Each checker compares the learner's function with the package's tested implementation in
-:mod:`tinylab.losses` on inputs chosen to catch the usual mistakes (0- vs 1-based layers, a
-student as deep as the teacher, padded keys holding ``finfo.min``, rows of different lengths).
+:mod:`tinylab.losses` (or, for the hidden-state loss, with the formula written out) on inputs
+chosen to catch the usual mistakes (0- vs 1-based layers, a student as deep as the teacher,
+padded keys holding ``finfo.min``, rows of different lengths, padded positions holding ordinary
+vectors, the projection on the wrong side), and refuses those implementations as answers.
 """
 from __future__ import annotations
 
@@ -133,3 +135,125 @@ register("nb04.masked_attention_mse", checker=_check_masked_attention,
               "real[:, None, None, :]. Expand it to the scores' shape and index both tensors with "
               "it (so the finfo.min entries are never subtracted), then take the mean of the "
               "squared differences.")
+
+
+# -- 3. the hidden-state loss through the projection W_h -----------------------------------------
+
+def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
+                W_h: torch.nn.Linear, attention_mask: torch.Tensor) -> torch.Tensor:
+    """MSE(H^S W_h, H^T) over the real tokens and the teacher's d_T features (Eq. 8).
+
+    Shapes: student_hidden (B, L, d_S), teacher_hidden (B, L, d_T), W_h an nn.Linear(d_S, d_T),
+    attention_mask (B, L) with 1 = real token, 0 = padding. Returns a scalar.
+    """
+    projected = W_h(student_hidden)                          # (B, L, d_T): H^S W_h
+    real = attention_mask.bool()                             # (B, L)
+    diff = projected[real] - teacher_hidden[real]            # (real tokens, d_T)
+    return diff.pow(2).mean()
+
+
+def _hidden_cases(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, torch.nn.Linear,
+                                                torch.Tensor]]:
+    """(H^S, H^T, W_h, mask): padded rows of different lengths, whose padded positions hold
+    ordinary vectors (as a BERT returns them). The first case has d_S == d_T, so projecting the
+    wrong side runs instead of failing on shapes, and its W_h is not the identity."""
+    gen = torch.Generator().manual_seed(seed)
+    cases = []
+    for lengths, d_s, d_t in (([5, 2, 3], 6, 6), ([4, 1], 4, 7), ([3, 3, 6, 2], 5, 8)):
+        width = max(lengths)
+        mask = torch.zeros(len(lengths), width, dtype=torch.long)
+        for row, n in enumerate(lengths):
+            mask[row, :n] = 1
+        student = torch.randn(len(lengths), width, d_s, generator=gen)
+        teacher = torch.randn(len(lengths), width, d_t, generator=gen) * 2
+        projection = torch.nn.Linear(d_s, d_t)
+        with torch.no_grad():
+            projection.weight.copy_(torch.randn(d_t, d_s, generator=gen) * 0.5)
+            projection.bias.copy_(torch.randn(d_t, generator=gen) * 0.1)
+        cases.append((student, teacher, projection, mask))
+    return cases
+
+
+def _hidden_mistakes(student, teacher, projection, mask) -> dict[str, torch.Tensor]:
+    """What the usual wrong versions of the loss return, keyed by the message that names them."""
+    with torch.no_grad():
+        projected = projection(student)
+        real = mask.bool()
+        squared = (projected - teacher).pow(2)                       # (B, L, d_T)
+        per_token = squared.mean(-1)                                 # (B, L)
+        width = teacher.shape[-1]
+        mistakes = {
+            "that is the mean over every position, padding included: padded tokens carry "
+            "vectors too, and they are not text. Average over the real tokens only":
+                squared.mean(),
+            "you zeroed the padded positions but still divided by every position; divide by "
+            "(number of real tokens) x d_T":
+                (squared * real[..., None]).sum() / squared.numel(),
+            "you summed over the d_T features; MSE averages over them too: divide by "
+            "(number of real tokens) x d_T":
+                squared.sum(-1)[real].mean(),
+            "you averaged each sentence first, then the sentences, so a 2-token review weighs "
+            "as much as a 40-token one; average over all real tokens of the batch at once":
+                torch.stack([per_token[b, real[b]].mean() for b in range(len(mask))]).mean(),
+            "that is the sum of the squared differences; MSE takes their mean":
+                squared[real].sum(),
+        }
+        if student.shape[-1] == width:
+            mistakes["you projected the teacher instead of the student: W_h maps the student's "
+                     "d_S features into the teacher's d_T space, so compare W_h(H^S) with H^T"] = \
+                (projection(teacher) - student).pow(2)[real].mean()
+            mistakes["the student's states are not projected: compare W_h(H^S), not H^S, "
+                     "with H^T"] = (student - teacher).pow(2)[real].mean()
+    return mistakes
+
+
+def _check_hidden_loss(candidate) -> None:
+    import copy
+
+    for student, teacher, projection, mask in _hidden_cases():
+        lengths, d_s, d_t = mask.sum(1).tolist(), student.shape[-1], teacher.shape[-1]
+        where = f"lengths {lengths}, d_S={d_s}, d_T={d_t}"
+        theirs = copy.deepcopy(projection)
+        leaf = student.clone().requires_grad_(True)
+        try:
+            got = candidate(leaf, teacher.clone(), theirs, mask.clone())
+        except RuntimeError as err:
+            if "mat1 and mat2" in str(err) or "shapes cannot be multiplied" in str(err):
+                raise AssertionError(f"{where}: {err}. W_h is nn.Linear(d_S, d_T): apply it to "
+                                     f"the student's (B, L, d_S) states, not to the teacher's "
+                                     f"(B, L, d_T) ones") from None
+            raise
+        assert isinstance(got, torch.Tensor), f"return a tensor, got {type(got).__name__}"
+        assert got.dim() == 0, f"return a scalar (0-dim tensor), got shape {tuple(got.shape)}"
+        assert torch.isfinite(got), f"{where}: the loss is {got.item()}"
+        mine = copy.deepcopy(projection)
+        real = mask.bool()
+        expected = (mine(student)[real] - teacher[real]).pow(2).sum() / (real.sum() * d_t)
+        if not torch.allclose(got.detach(), expected.detach(), rtol=1e-4, atol=1e-6):
+            for mistake, value in _hidden_mistakes(student, teacher, projection, mask).items():
+                if (torch.allclose(got.detach(), value, rtol=1e-4, atol=1e-6)
+                        and not torch.allclose(value, expected.detach(), rtol=1e-4, atol=1e-6)):
+                    raise AssertionError(f"{where}: got {got.item():.6g}, expected "
+                                         f"{expected.item():.6g}: {mistake}")
+            torch.testing.assert_close(got.detach(), expected.detach(), rtol=1e-4, atol=1e-6,
+                                       msg=lambda m: f"{where}: {m}")
+        assert got.requires_grad, (f"{where}: the loss does not depend on the student or W_h "
+                                   f"any more (a .detach(), .item() or torch.no_grad() inside?); "
+                                   f"both are trained through it")
+        got.backward()
+        expected.backward()
+        assert theirs.weight.grad is not None, (f"{where}: no gradient reached W_h; use the "
+                                                f"W_h you were given (it is trained with the "
+                                                f"student)")
+        torch.testing.assert_close(theirs.weight.grad, mine.weight.grad, rtol=1e-4, atol=1e-6,
+                                   msg=lambda m: f"{where}: the gradient w.r.t. W_h differs: {m}")
+
+
+register("nb04.hidden_loss", checker=_check_hidden_loss, reference=hidden_loss,
+         forbidden=("tinylab.losses.hidden_mse", "tinylab.losses.TinyBertLoss"),
+         why="this exercise asks you to project and mask yourself; hidden_mse is what the "
+             "checker compares you with",
+         hint="Project the student: W_h(student_hidden) has the teacher's width d_T. Select "
+              "the real tokens with the boolean mask (x[attention_mask.bool()] gives a "
+              "(real tokens, d_T) matrix) on both sides, subtract, square, and take the mean "
+              "over everything that is left: real tokens x d_T features.")
