@@ -12,7 +12,8 @@ Profiles (see ``PROFILES``):
 
 * ``ci``    - a few hundred examples and a few dozen steps: every stage runs in seconds. CI uses it.
 * ``quick`` - the default. The offline course on a 2-core laptop CPU with meaningful results
-  (teacher: all-MiniLM-L6-v2 from the offline assets; data: Rotten Tomatoes snippets).
+  (teacher: all-MiniLM-L6-v2 from the offline assets; data: Rotten Tomatoes snippets);
+  ``precision="auto"``: bf16 autocast on hardware with native bf16, fp32 elsewhere.
 * ``full``  - the paper's setting (Jiao et al. 2020, Sec. 4): ``bert-base-uncased`` fine-tuned on
   GLUE SST-2 as the teacher, the student initialised from ``huawei-noah/TinyBERT_General_4L_312D``.
   Needs the model hub and, realistically, a GPU.
@@ -276,6 +277,10 @@ def _quick() -> Config:
         task_prediction=StageConfig(epochs=1.0, learning_rate=2e-4, batch_size=32,
                                     max_steps=800, eval_every=200),
         augment=AugmentConfig(n_aug=4, k=15),
+        # bf16 autocast where the hardware has it (this course's reference CPU computes bf16
+        # 2.2x faster than fp32), fp32 elsewhere; bench/precision.py: accuracy within seed
+        # noise of fp32 for the teacher and the student (3 seeds each).
+        precision="auto",
     )
 
 
