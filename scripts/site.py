@@ -3,7 +3,7 @@
     python scripts/site.py build [--profile quick] [--notebooks DIR] [--output runs/site]
     python scripts/site.py check [--output runs/site]
 
-``build`` executes the six notebooks with ``tinylab course run`` (or takes already executed
+``build`` executes the course notebooks with ``tinylab course run`` (or takes already executed
 copies from ``--notebooks DIR``, e.g. ``runs/course`` or CI's ``runs/ci-notebooks``), then
 assembles a Sphinx source folder (``<output>/src``: a generated landing page with the course
 map and measured run times, the notebooks with every output, ``docs/*.md``, and an API page
@@ -141,11 +141,12 @@ def landing_page(notebooks: dict[str, dict], times: dict, profile: str, built: s
     return "\n".join([
         "# tinylab: distilling BERT, TinyBERT-style",
         "",
-        "A hands-on course in knowledge distillation of Transformers: six notebooks that take",
-        "a learner from tokenization and the teacher's logits, through the soft-label maths and",
-        "TinyBERT's combined loss, to two-stage distillation with data augmentation and a",
-        "deployed student. Every page below was executed for this site; the outputs and plots",
-        f"are real (profile `{profile}`, built {built}).",
+        f"A hands-on course in knowledge distillation of Transformers: {len(notebooks)} notebooks",
+        "that take a learner from tokenization and the teacher's logits, through the soft-label",
+        "maths and TinyBERT's combined loss, to two-stage distillation with data augmentation,",
+        "a deployed student, and other objectives (Hinton KD, DistilBERT, MiniLM) trained on one",
+        "budget. Every page below was executed for this site; the outputs and plots are real",
+        f"(profile `{profile}`, built {built}).",
         "",
         "## Course map",
         "",

@@ -106,6 +106,7 @@ def test_landing_page_has_every_notebook_and_its_measured_times():
     assert "| [01 · Alpha](notebooks/01_a.ipynb) | 19 s | 3.4 min | none. |" in page
     assert "| [02 · Beta](notebooks/02_b.ipynb) | 20 s | - | - |" in page
     assert "notebooks/01_a\nnotebooks/02_b" in page
+    assert "Transformers: 2 notebooks" in page          # the count follows the course
 
 
 @pytest.mark.slow

@@ -32,3 +32,5 @@ __all__ = ["History", "StageLog", "finetune_teacher", "general_distillation", "g
            "task_distillation", "train_baseline", "BASELINES", "train_stage", "StepInfo",
            "NonFiniteLossError", "CheckpointError", "TeacherOutputs", "make_accelerator",
            "teacher_cache_key", "general_cache_key"]
+from tinylab.distill.objectives import train_distilbert, train_minilm  # noqa: E402 (notebook 07)
+__all__ += ["train_distilbert", "train_minilm"]
