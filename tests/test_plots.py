@@ -124,3 +124,50 @@ def test_save_figure_is_atomic(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["cm.png"]
     with pytest.raises(ValueError, match="suffix"):
         plots.save_figure(fig, tmp_path / "noext")
+
+
+def test_plot_attention_trims_a_padded_example_to_its_real_tokens():
+    tokens = ["[CLS]", "good", "film", "[SEP]", "[PAD]", "[PAD]"]
+    mask = torch.tensor([1, 1, 1, 1, 0, 0])
+    scores = torch.randn(2, 6, 6)
+    scores[..., 4:] = torch.finfo(torch.float32).min            # padded key columns
+    fig = plots.plot_attention({"teacher": scores, "student": scores.softmax(-1)}, tokens,
+                               head=1, attention_mask=mask)
+    heatmaps = [ax for ax in fig.get_axes() if ax.get_images() and ax.get_title()]
+    assert len(heatmaps) == 2
+    for ax in heatmaps:
+        image = ax.get_images()[0].get_array()
+        assert image.shape == (4, 4)                              # the padding is gone
+        assert [t.get_text() for t in ax.get_xticklabels()] == tokens[:4]
+        assert [t.get_text() for t in ax.get_yticklabels()] == tokens[:4]
+    np.testing.assert_allclose(heatmaps[0].get_images()[0].get_array(), scores[1, :4, :4])
+    # a left-padded example keeps its own (last) positions
+    left = plots.plot_attention(scores[0], tokens, attention_mask=[0, 0, 1, 1, 1, 1])
+    assert left.get_axes()[0].get_images()[0].get_array().shape == (4, 4)
+    assert [t.get_text() for t in left.get_axes()[0].get_xticklabels()] == tokens[2:]
+
+
+def test_plot_attention_untrimmed_boxes_the_real_pairs():
+    tokens = ["[CLS]", "ok", "[SEP]"] + ["[PAD]"] * 5
+    mask = torch.tensor([1, 1, 1, 0, 0, 0, 0, 0])
+    scores = torch.randn(8, 8)
+    scores[:, 3:] = torch.finfo(torch.float32).min
+    fig = plots.plot_attention({"padded": scores}, tokens, attention_mask=mask, trim=False)
+    ax = fig.get_axes()[0]
+    assert ax.get_images()[0].get_array().shape == (8, 8)
+    assert ax.get_title() == "padded (3 real of 8 tokens)"
+    (box,) = [p for p in ax.patches if p.get_label() == "real (query, key) pairs"]
+    assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (-0.5, -0.5, 3, 3)
+    with pytest.raises(ValueError, match="one example's mask"):
+        plots.plot_attention(scores, tokens, attention_mask=torch.ones(2, 8))
+    with pytest.raises(ValueError, match="no real token"):
+        plots.plot_attention(scores, tokens, attention_mask=torch.zeros(8))
+
+
+def test_plot_attention_keeps_long_sentences_legible():
+    tokens = [f"t{i}" for i in range(90)]
+    fig = plots.plot_attention(torch.randn(90, 90), tokens)
+    ax = fig.get_axes()[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(labels) <= 40 and labels[:2] == ["t0", "t3"]
+    assert fig.get_size_inches()[0] > 3.6 * 2                   # grew with the tokens

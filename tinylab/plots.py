@@ -257,8 +257,33 @@ def _attention_panels(maps: Any, titles: Sequence[str] | None, head: int | str |
     return panels
 
 
+def _real_positions(attention_mask: Any, length: int) -> np.ndarray:
+    """Indices of the real tokens of one example from its ``(L,)`` or ``(1, L)`` mask."""
+    m = _as_numpy(attention_mask)
+    if m.ndim == 2 and m.shape[0] == 1:
+        m = m[0]
+    if m.ndim != 1 or m.shape[0] != length:
+        raise ValueError(f"attention_mask must be one example's mask of shape ({length},), got "
+                         f"shape {m.shape}; pass e.g. batch['attention_mask'][0]")
+    real = np.flatnonzero(m > 0)
+    if real.size == 0:
+        raise ValueError("attention_mask marks no real token")
+    return real
+
+
+def _token_ticks(ax: Any, tokens: Sequence[str]) -> None:
+    """Label every token while that stays legible; beyond 40, every k-th one."""
+    n = len(tokens)
+    size = "small" if n <= 16 else "x-small" if n <= 40 else "xx-small"
+    step = max(1, math.ceil(n / 40))
+    ticks = list(range(0, n, step))
+    ax.set_xticks(ticks, [tokens[i] for i in ticks], rotation=90, fontsize=size)
+    ax.set_yticks(ticks, [tokens[i] for i in ticks], fontsize=size)
+
+
 def plot_attention(scores_or_probs: Any, tokens: Sequence[str], *,
                    titles: Sequence[str] | None = None, head: int | str | None = None,
+                   attention_mask: Any = None, trim: bool = True,
                    mask_threshold: float = -1e2, cmap: str = "viridis",
                    max_cols: int = 4) -> Figure:
     """Attention matrices as heatmaps side by side (rows: queries, columns: keys).
@@ -268,22 +293,46 @@ def plot_attention(scores_or_probs: Any, tokens: Sequence[str], *,
     or ``(1, H, L, L)``. For maps with heads: ``head=None`` draws every head, an int one head,
     ``"mean"`` their average. ``tokens``: the L token strings (axis labels).
 
+    ``attention_mask``: the example's ``(L,)`` mask (1 = real token, 0 = padding), e.g.
+    ``batch["attention_mask"][i]``. With ``trim=True`` (the default) the maps are cut down to
+    the real tokens, so a short sentence padded to a long batch shows as its own small, fully
+    labelled grid instead of a corner of a square of ``[PAD]``. With ``trim=False`` the padded
+    map is drawn whole, with a box around the (real query, real key) pairs: what a loss on
+    padded batches has to leave out.
+
     TinyBERT distils *pre-softmax* scores ``QK^T / sqrt(d_k) + mask``. The additive mask puts
     a huge negative number on padded keys (``torch.finfo.min`` in transformers, -10000 in the
     official code), which would swamp the colour scale: values ``<= mask_threshold`` (-1e2,
     the official code's cut-off) are left blank. Probabilities (>= 0) are unaffected.
+    The panels grow with the number of tokens so that their labels stay readable.
     """
+    from matplotlib.patches import Rectangle
+
     panels = _attention_panels(scores_or_probs, titles, head)
     tokens = [str(t) for t in tokens]
-    fig, axes = _grid(len(panels), max_cols=max_cols, width=3.6, height=3.4)
-    for ax, (title, a) in zip(axes, panels):
+    for title, a in panels:
         if a.shape[0] != a.shape[1] or a.shape[0] != len(tokens):
             raise ValueError(f"{title}: map of shape {a.shape} does not match {len(tokens)} "
                              "tokens")
+    real = None if attention_mask is None else _real_positions(attention_mask, len(tokens))
+    box = None
+    if real is not None and trim:
+        panels = [(title, a[np.ix_(real, real)]) for title, a in panels]
+        tokens = [tokens[i] for i in real]
+    elif real is not None:
+        contiguous = real[-1] - real[0] + 1 == real.size
+        box = (real[0] - 0.5, real.size) if contiguous else None
+        panels = [(f"{title} ({real.size} real of {len(tokens)} tokens)", a)
+                  for title, a in panels]
+    side = min(9.0, max(3.6, 0.22 * len(tokens) + 1.6))
+    fig, axes = _grid(len(panels), max_cols=max_cols, width=side, height=side - 0.2)
+    for ax, (title, a) in zip(axes, panels):
         shown = np.where(a <= mask_threshold, np.nan, a)
         im = ax.imshow(shown, cmap=cmap, aspect="equal")
-        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize="x-small")
-        ax.set_yticks(range(len(tokens)), tokens, fontsize="x-small")
+        _token_ticks(ax, tokens)
+        if box is not None:
+            ax.add_patch(Rectangle((box[0], box[0]), box[1], box[1], fill=False,
+                                   edgecolor="red", lw=1.5, label="real (query, key) pairs"))
         ax.set(title=title, xlabel="key", ylabel="query")
         fig.colorbar(im, ax=ax, shrink=0.8)
     return fig
