@@ -256,3 +256,38 @@ def test_soft_cross_entropy_accepts_the_learners_own_softmax(capsys):
         return -(p_teacher * p_student.log()).sum(-1).mean()
     assert check("nb03.soft_cross_entropy", mine) is True
     assert "correct: your function passes" in capsys.readouterr().out
+
+
+# -- notebooks 01 and 02: wrong answers are named ---------------------------------------------
+
+def test_pad_batch_and_padding_fraction_name_wrong_answers(capsys):
+    from tinylab.exercises.nb01 import pad_batch, padding_fraction
+
+    def left_padded(sequences, pad_token_id):
+        ids, mask = pad_batch([s[::-1] for s in sequences], pad_token_id)
+        return ids.flip(-1), mask.flip(-1)
+    assert check("nb01.pad_batch", left_padded) is False
+    assert "right padding" in capsys.readouterr().out
+
+    def no_mask(sequences, pad_token_id):
+        ids, mask = pad_batch(sequences, pad_token_id)
+        return ids, torch.ones_like(mask)
+    assert check("nb01.pad_batch", no_mask) is False
+    assert "1 on real tokens, 0 on padding" in capsys.readouterr().out
+
+    def whole_dataset_as_one_batch(lengths, batch_size):
+        return padding_fraction(lengths, len(lengths))
+    assert check("nb01.padding_fraction", whole_dataset_as_one_batch) is False
+    assert "not yet: lengths [3, 1, 4, 1, 5], batch_size 2" in capsys.readouterr().out
+
+
+def test_attention_probabilities_and_confusion_matrix_name_wrong_answers(capsys):
+    from tinylab.exercises.nb02 import confusion_matrix
+
+    assert check("nb02.attention_probabilities", lambda s, m: torch.softmax(s, -1)) is False
+    assert "padded keys (mask 0) must get probability 0" in capsys.readouterr().out
+    assert check("nb02.attention_probabilities",
+                 lambda s, m: torch.softmax(s, -1) * m[:, None, None, :]) is False
+    assert "must sum to 1" in capsys.readouterr().out
+    assert check("nb02.confusion_matrix", lambda p, y, c: confusion_matrix(y, p, c)) is False
+    assert "rows and columns are swapped" in capsys.readouterr().out
