@@ -243,6 +243,9 @@ def test_minilm_first_step_matches_eager_attention_and_hooked_values(cfg, teache
     assert list(h) == ["minilm", "prediction"]
     log = h["minilm"]["minilm"]
     assert log.info["total_steps"] == 3 and log.info["teacher_layer"] == 4
+    # One teacher pass serves both stages, as in task_distillation (cached: 1.7 passes).
+    a_info, b_info = log.info["teacher"], h["prediction"]["prediction"].info["teacher"]
+    assert a_info["mode"] == b_info["mode"] == "cache" and b_info["forward_calls"] == 0
     assert set(log.steps[0]) == {"step", "attention", "value_relation", "total", "lr"}
 
     inputs, _ = first_batch(cfg, tok, toy_data["train"], 16, labels=False)

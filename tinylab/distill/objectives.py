@@ -50,9 +50,9 @@ from torch import nn
 from tinylab.config import Config, StageConfig
 from tinylab.distill.history import History
 from tinylab.distill.loop import StepInfo, make_accelerator, model_inputs, train_stage
-from tinylab.distill.stages import (HEAD_PARAMETERS, _accuracy_fn, _frozen, _tokenizer_for,
-                                    _training_set, task_distillation, teacher_cache_setting)
-from tinylab.distill.teacher_outputs import TeacherOutputs, expected_passes
+from tinylab.distill.stages import (HEAD_PARAMETERS, _accuracy_fn, _frozen, _loss_module, _sub,
+                                    _tokenizer_for, _training_set, teacher_cache_setting)
+from tinylab.distill.teacher_outputs import TeacherOutputs, expected_passes, merge_needs
 
 __all__ = ["DISTILBERT_WEIGHTS", "METHODS", "attention_values", "hidden_projection",
            "teacher_needs", "describe_needs", "train_distilbert", "train_minilm"]
@@ -275,38 +275,48 @@ def train_minilm(cfg: Config, teacher, student, train, validation=None, *, token
 
     No projection and no layer mapping; the head counts must match (the relations are L x L,
     so the widths need not). Stage b, ``"prediction"`` (budget ``cfg.task_prediction``):
-    exactly TinyBERT's (:func:`~tinylab.distill.stages.task_distillation` with stage a off):
-    the soft cross-entropy against the teacher's predictions. ``train``: task texts (labels,
-    if any, are never read); ``validation``: labelled data for stage b's accuracy curve.
+    TinyBERT's prediction stage, the same loss (``TinyBertLoss(stage="prediction")``, the soft
+    cross-entropy against the teacher's predictions at ``cfg.loss.temperature``) with the
+    same settings as :func:`~tinylab.distill.stages.task_distillation`'s stage b.
+    ``train``: task texts (labels, if any, are never read); ``validation``: labelled data for
+    stage b's accuracy curve.
 
-    The teacher's scores of layer N and its hidden states N - 1 (the input of layer N, from
-    which its values are recomputed with its own value projection, :func:`attention_values`)
-    come from :class:`TeacherOutputs`. Returns ``{"minilm": History, "prediction": History}``
-    (a disabled stage is left out).
+    As in ``task_distillation``, one :class:`TeacherOutputs` serves both stages (cached once
+    when the stages together see each example more than once and it fits): the teacher's
+    scores of layer N, its hidden states N - 1 (the input of layer N, from which its values
+    are recomputed with its own value projection, :func:`attention_values`) and its logits.
+    Returns ``{"minilm": History, "prediction": History}`` (a disabled stage is left out).
     """
     from tinylab.losses import minilm_attention_kl, minilm_value_relation_kl
     from tinylab.models import check_compatible
 
     tokenizer = _tokenizer_for(teacher, tokenizer)
     accelerator = accelerator or make_accelerator(cfg.device, cfg.precision)
+    a, b = cfg.task_intermediate, cfg.task_prediction
+    check_compatible(teacher, student, tokenizer=tokenizer, need_attention=a.enabled,
+                     layer_mapping=None)
+    ds = _training_set(train, tokenizer, cfg.data.max_length, labels=False)
+    world = accelerator.num_processes
+    need_a = {**_minilm_need(teacher.config), "logits": False}
+    need_b = {"hidden_states": [], "attentions": [], "logits": True}
+    targets = TeacherOutputs(
+        teacher, ds, tokenizer,
+        merge_needs(*([need_a] if a.enabled else []), *([need_b] if b.enabled else [])),
+        passes=expected_passes(a, len(ds), world) + expected_passes(b, len(ds), world),
+        **teacher_cache_setting(cfg), memory_budget=memory_budget,
+        batch_size=cfg.eval_batch_size, accelerator=accelerator, progress=progress)
+    common = dict(train=ds, tokenizer=tokenizer, seed=cfg.seed, accelerator=accelerator,
+                  callbacks=callbacks, group_by_length=cfg.group_by_length, progress=progress)
     out: dict[str, History] = {}
-    a = cfg.task_intermediate
+
     if a.enabled:
-        check_compatible(teacher, student, tokenizer=tokenizer, need_attention=True,
-                         layer_mapping=None)
-        ds = _training_set(train, tokenizer, cfg.data.max_length, labels=False)
-        need = _minilm_need(teacher.config)
-        n, m_last = need["attentions"][0], student.config.num_hidden_layers
-        targets = TeacherOutputs(teacher, ds, tokenizer, need,
-                                 passes=expected_passes(a, len(ds), accelerator.num_processes),
-                                 **teacher_cache_setting(cfg), memory_budget=memory_budget,
-                                 batch_size=cfg.eval_batch_size, accelerator=accelerator,
-                                 progress=progress)
+        n, m_last = need_a["attentions"][0], student.config.num_hidden_layers
+        layer_targets = targets.subset(need_a)
 
         def loss_fn(m, batch):
             s_out = m["student"](**model_inputs(batch), output_hidden_states=True,
                                  output_attentions=True)
-            target = targets(batch)
+            target = layer_targets(batch)
             mask = batch["attention_mask"]
             with torch.no_grad():
                 t_values = attention_values(teacher, target["hidden_states"][n - 1], n)
@@ -320,17 +330,24 @@ def train_minilm(cfg: Config, teacher, student, train, validation=None, *, token
         student.train()
         with _frozen(student, HEAD_PARAMETERS):
             out["minilm"] = train_stage(
-                "minilm", modules={"student": student}, loss_fn=loss_fn, train=ds,
-                tokenizer=tokenizer, stage=a, seed=cfg.seed, accelerator=accelerator,
-                checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / "minilm",
-                callbacks=callbacks, group_by_length=cfg.group_by_length, progress=progress,
-                info={"teacher_layer": n, "student_layer": m_last})
+                "minilm", modules={"student": student}, loss_fn=loss_fn, stage=a,
+                checkpoint_dir=_sub(checkpoint_dir, "minilm"),
+                info={"teacher_layer": n, "student_layer": m_last}, **common)
         out["minilm"]["minilm"].info["teacher"] = targets.summary()
-    if cfg.task_prediction.enabled:
-        b_only = cfg.replace("task_intermediate.enabled=False")
-        out.update(task_distillation(
-            b_only, teacher, student, train, validation, tokenizer=tokenizer,
-            accelerator=accelerator, callbacks=callbacks, progress=progress,
-            memory_budget=memory_budget,
-            checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir)))
+
+    if b.enabled:
+        criterion = _loss_module(cfg, teacher, student, "prediction").to(accelerator.device)
+        logits = targets.subset(need_b)
+
+        def prediction_loss(m, batch):
+            losses = criterion(m["student"](**model_inputs(batch)), logits(batch),
+                               batch["attention_mask"], stage="prediction")
+            return {"prediction": losses["prediction"], "total": losses["total"]}
+
+        student.train()
+        out["prediction"] = train_stage(
+            "prediction", modules={"student": student}, loss_fn=prediction_loss, stage=b,
+            evaluate=_accuracy_fn(student, validation, tokenizer, cfg),
+            checkpoint_dir=_sub(checkpoint_dir, "prediction"), **common)
+        out["prediction"]["prediction"].info["teacher"] = targets.summary()
     return out
