@@ -152,3 +152,13 @@ def test_open_lab_starts_jupyterlab_on_the_notebooks(monkeypatch, toy_course):
     (command,) = calls
     assert command[1:3] == ["-m", "jupyterlab"]
     assert f"--ServerApp.root_dir={toy_course}" in command and command[-1] == "--no-browser"
+
+
+@pytest.mark.parametrize("profile", ["ci", "quick"])
+def test_prepare_covers_notebook_07s_teacher(profile):
+    """Notebook 07 trains its students itself but reuses the teacher `course prepare` caches:
+    its configuration must give the same teacher cache key as notebook 02's."""
+    from tinylab.distill import teacher_cache_key
+
+    assert teacher_cache_key(course.notebook_config("07", profile)) == teacher_cache_key(
+        course.notebook_config("02", profile))

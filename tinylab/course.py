@@ -263,7 +263,7 @@ def notebook_config(notebook: str, profile: str | None = None):
 def prepare(profile: str | None = None, *, progress: bool = True) -> dict[str, float]:
     """Fill the cache with everything the notebooks would otherwise compute (room set-up).
 
-    The fine-tuned teacher (notebooks 02-06), the general student and the augmented training
+    The fine-tuned teacher (notebooks 02-07), the general student and the augmented training
     set (notebook 05), each under the configuration the notebook uses (:func:`notebook_config`)
     and therefore under the same cache key. Returns the seconds each step took (0-ish when it
     was cached already). Notebook 05's five students are trained in the notebook itself.
