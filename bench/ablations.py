@@ -1,4 +1,4 @@
-"""TinyBERT's ablations (Jiao et al. 2020, Tables 6-8), reproduced at CPU scale.
+"""TinyBERT's ablations (Jiao et al. 2020, its ablation studies), reproduced at CPU scale.
 
     .venv/bin/python bench/ablations.py                      # bench budget, all variants, 3 seeds
     .venv/bin/python bench/ablations.py --budget ci --seeds 1 --variants full,gold   # smoke test
@@ -10,11 +10,11 @@ the same budget and seeds, and scored on the same test split:
 * ``full``: general distillation (GD) -> data augmentation (DA) -> task distillation stage a
   (embedding + attention + hidden losses) -> stage b (prediction loss); uniform layer mapping;
 * ``no_gd`` / ``no_td`` / ``no_da``: without GD (the student starts from the profile's
-  initialisation), without TD stage a, without augmentation (paper Table 6);
+  initialisation), without TD stage a, without augmentation (the paper's ablation of the learning procedure);
 * ``no_embd`` / ``no_attn`` / ``no_hidn`` / ``no_trm``: a loss term at weight 0 in task
-  distillation (paper Table 7; GD is the shared full-loss general student);
+  distillation (the paper's ablation of the distillation objectives; GD is the shared full-loss general student);
 * ``no_pred``: stage b replaced by fine-tuning on the gold labels (same number of steps);
-* ``map_top`` / ``map_bottom``: the other layer mappings, in GD and TD (paper Table 8; the
+* ``map_top`` / ``map_bottom``: the other layer mappings, in GD and TD (the paper's comparison of mapping functions; the
   uniform mapping is ``full``);
 * baselines ``gold`` (cross-entropy on gold labels) and ``kd`` (logits-only Hinton KD): a
   fresh student (the profile's initialisation, no GD, no DA, no intermediate layers) trained
@@ -58,7 +58,7 @@ class Variant:
     ``loss.layer_mapping`` also change the general student (so loss ablations share one GD).
     ``kind``: ``"tinybert"``, ``"no_pred"`` (stage b on gold labels) or a baseline
     (``"gold"``, ``"kd"``, ``"hinton"``; see :func:`tinylab.distill.train_baseline`). ``paper``: the row of the paper's ablation tables (Jiao et al. 2020,
-    Tables 6-8, arXiv 1909.10351 v5) and its GLUE-dev average (MNLI-m, MNLI-mm, MRPC, CoLA).
+    ablation tables, arXiv 1909.10351 v5) and its GLUE-dev average (MNLI-m, MNLI-mm, MRPC, CoLA).
     """
 
     name: str
@@ -616,7 +616,7 @@ def fragment(result: dict[str, Any], table: str) -> str:
         table, "",
         "Δ: difference of mean test accuracy to `full`, in percentage points; SE: its standard "
         "error over seeds. Paper Δ: the GLUE-dev average of the variant minus TinyBERT4's "
-        f"{PAPER_FULL_AVG} on MNLI-m, MNLI-mm, MRPC and CoLA (Jiao et al. 2020, Tables 6-8): "
+        f"{PAPER_FULL_AVG} on MNLI-m, MNLI-mm, MRPC and CoLA (Jiao et al. 2020, the ablation tables): "
         "other tasks, so compare directions, not sizes. Baselines train a fresh "
         "student for as many steps as `full`'s task stages. Plot: `ablations.png`.", ""])
 

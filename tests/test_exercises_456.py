@@ -36,7 +36,7 @@ def test_reference_passes(name, capsys):
 
 @pytest.mark.parametrize("strategy", ["uniform", "top", "bottom"])
 def test_layer_mapping_matches_the_paper(strategy):
-    # Jiao et al. 2020, Sec. 3.1 for TinyBERT4 / BERT-base (M=4, N=12).
+    # Jiao et al. 2020, "Transformer distillation", for TinyBERT4 / BERT-base (M=4, N=12).
     expected = {"uniform": [3, 6, 9, 12], "top": [9, 10, 11, 12], "bottom": [1, 2, 3, 4]}
     assert layer_mapping(4, 12, strategy) == expected[strategy] == layer_map(4, 12, strategy)
 

@@ -13,7 +13,7 @@ from tinylab.similarity import attention_maps, attention_tv, layer_similarity, l
 
 def _kernel_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     """CKA in its kernel form, HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with K = X X^T and the
-    centring matrix H = I - 11^T / n (Kornblith et al. 2019, Eq. 3 and Sec. 3)."""
+    centring matrix H = I - 11^T / n (Kornblith et al. 2019)."""
     n = x.shape[0]
     h = torch.eye(n, dtype=torch.float64) - 1.0 / n
     k, l_ = x.double() @ x.double().T, y.double() @ y.double().T

@@ -1,6 +1,6 @@
 """Pre-softmax attention scores out of Hugging Face BERT models (TinyBERT's attention target).
 
-TinyBERT distils the attention matrix *before* the softmax (Jiao et al. 2020, Eq. 7-8:
+TinyBERT distils the attention matrix *before* the softmax (Jiao et al. 2020, the attention loss L_attn:
 "unnormalised attention scores converge faster"). Hugging Face models cannot give it to you out
 of the box:
 

@@ -1,4 +1,4 @@
-"""TinyBERT's data augmentation (Jiao et al. 2020, Sec. 3.4 and Algorithm 1).
+"""TinyBERT's data augmentation (Jiao et al. 2020, the data augmentation procedure, Algorithm 1).
 
 Task-specific distillation needs far more examples than a small task provides, so TinyBERT
 makes new sentences by word replacement. For every source sentence, ``N_a`` times::

@@ -14,7 +14,7 @@ Profiles (see ``PROFILES``):
 * ``quick`` - the default. The offline course on a 2-core laptop CPU with meaningful results
   (teacher: all-MiniLM-L6-v2 from the offline assets; data: Rotten Tomatoes snippets);
   ``precision="auto"``: bf16 autocast on hardware with native bf16, fp32 elsewhere.
-* ``full``  - the paper's setting (Jiao et al. 2020, Sec. 4): ``bert-base-uncased`` fine-tuned on
+* ``full``  - the paper's setting (Jiao et al. 2020, its experimental setup): ``bert-base-uncased`` fine-tuned on
   GLUE SST-2 as the teacher, the student initialised from ``huawei-noah/TinyBERT_General_4L_312D``.
   Needs the model hub and, realistically, a GPU.
 
@@ -75,7 +75,7 @@ class TeacherConfig:
     ``model``: ``"offline:all-MiniLM-L6-v2"`` (the offline asset), a local folder, or a hub
     name. The fine-tuned result is cached under ``$TINYLAB_CACHE/teachers/<config hash>``.
     ``general_model``: the *pre-trained, not fine-tuned* teacher used for general
-    distillation (paper Sec. 3.3); ``None`` means the same backbone as ``model``.
+    distillation (the paper's "TinyBERT learning"); ``None`` means the same backbone as ``model``.
     ``eval_every`` and ``patience``: validation schedule and early stopping, as in
     :class:`StageConfig`. With ``patience`` set, ``epochs`` is an upper bound and the teacher
     is the best one validated (a teacher below its ceiling caps every student).
@@ -138,7 +138,7 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The TinyBERT objective (paper Eq. 7-11) and the official-code switches (docs/paper-vs-code.md).
+    """The TinyBERT objective (L_embd, L_attn, L_hidn, L_pred and their sum L_model) and the official-code switches (docs/paper-vs-code.md).
 
     Weights of 0 remove a term (the paper's "w/o Embd/Attn/Hidn/Pred" ablations).
     ``layer_mapping``: ``"uniform"`` (paper default), ``"top"`` or ``"bottom"``.
@@ -285,7 +285,7 @@ def _quick() -> Config:
 
 
 def _full() -> Config:
-    # Jiao et al. 2020, Sec. 4.2 and Appendix: SST-2, max_seq_len 64, intermediate stage 20
+    # Jiao et al. 2020, experimental setup and appendix: SST-2, max_seq_len 64, intermediate stage 20
     # epochs at lr 5e-5 batch 32, prediction stage 3 epochs lr 3e-5, augmentation N_a=20.
     return Config(
         profile="full",

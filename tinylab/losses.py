@@ -1,7 +1,7 @@
 """The TinyBERT objective: loss terms as pure functions, the layer mapping, and ``TinyBertLoss``.
 
 Reference: Jiao et al., "TinyBERT: Distilling BERT for Natural Language Understanding",
-Findings of EMNLP 2020 (arXiv 1909.10351), Sec. 3.1, Eq. 7-11. The paper's choices are the
+Findings of EMNLP 2020 (arXiv 1909.10351), "Transformer distillation": L_embd, L_attn, L_hidn, L_pred. The paper's choices are the
 defaults; the authors' code (``task_distill.py`` / ``general_distill.py``) differs in a few
 places, each reachable through an ``official=...`` switch so a notebook can measure the gap
 (see ``docs/paper-vs-code.md``).
@@ -57,7 +57,7 @@ def _check_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str) -
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                        temperature: float = 1.0, *, scale_t2: bool = False,
                        official: bool = False) -> torch.Tensor:
-    """Cross-entropy between the teacher's and the student's softened predictions (Eq. 10).
+    """Cross-entropy between the teacher's and the student's softened predictions (L_pred).
 
     Shapes: logits (B, C). With p_T = softmax(z_T / t) and log p_S = log_softmax(z_S / t)::
 
@@ -142,7 +142,7 @@ def _real_token_mask(attention_mask: torch.Tensor, batch: int, length: int) -> t
 def attention_mse(student_attn: torch.Tensor, teacher_attn: torch.Tensor,
                   attention_mask: torch.Tensor | None = None, *,
                   official: bool = False) -> torch.Tensor:
-    """MSE between pre-softmax attention scores of one student and one teacher layer (Eq. 7).
+    """MSE between pre-softmax attention scores of one student and one teacher layer (L_attn).
 
     Shapes: scores (B, H, L, L) (query, key), ``attention_mask`` (B, L) with 1 for real tokens.
     The paper's ``(1/h) sum_i MSE(A_i^S, A_i^T)`` is the mean squared error over all
@@ -186,7 +186,7 @@ def attention_mse(student_attn: torch.Tensor, teacher_attn: torch.Tensor,
 
 def hidden_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """MSE between (projected) student and teacher hidden states (Eq. 8, and Eq. 9 for embeddings).
+    """MSE between (projected) student and teacher hidden states (L_hidn, and L_embd for embeddings).
 
     Shapes: (B, L, D) each; the caller has already applied the projection W_h (or W_e), so the
     student tensor is ``H^S W_h`` with the teacher's width D. With ``attention_mask`` (B, L):
@@ -217,7 +217,7 @@ def layer_map(num_student_layers: int, num_teacher_layers: int,
     * ``"bottom"``: g(m) = m (the first M layers).
 
     The embedding layer always maps to the embeddings (g(0) = 0) and the prediction layer to
-    the prediction layer; they are not listed. Paper Table 4 compares the three strategies.
+    the prediction layer; they are not listed. The paper compares the three strategies.
     """
     m, n = num_student_layers, num_teacher_layers
     for name, value in (("num_student_layers", m), ("num_teacher_layers", n)):
@@ -277,15 +277,15 @@ def _check_scores(attn: torch.Tensor, who: str) -> None:
 
 
 class TinyBertLoss(nn.Module):
-    """TinyBERT's distillation objective with its learnable projections (Eq. 7-11).
+    """TinyBERT's distillation objective with its learnable projections (L_embd, L_attn, L_hidn, L_pred).
 
     For student layer m mapped to teacher layer n = g(m) (:func:`layer_map`)::
 
-        embedding  = MSE(E^S W_e, E^T)                              (Eq. 9)
-        attention  = sum_m attention_mse(A_m^S, A_g(m)^T)           (Eq. 7)
-        hidden     = sum_m MSE(H_m^S W_h, H_g(m)^T)                 (Eq. 8)
-        prediction = soft_cross_entropy(z^S, z^T, t)                (Eq. 10)
-        total      = sum of weight * term over the terms the stage uses   (Eq. 11, all lambda = 1)
+        embedding  = MSE(E^S W_e, E^T)                              (L_embd)
+        attention  = sum_m attention_mse(A_m^S, A_g(m)^T)           (L_attn)
+        hidden     = sum_m MSE(H_m^S W_h, H_g(m)^T)                 (L_hidn)
+        prediction = soft_cross_entropy(z^S, z^T, t)                (L_pred)
+        total      = sum of weight * term over the terms the stage uses   (L_model, all lambda = 1)
 
     Stages: ``"general"`` and ``"intermediate"`` use embedding + attention + hidden (general
     distillation and task-distillation stage a), ``"prediction"`` uses the prediction term only

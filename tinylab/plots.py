@@ -7,7 +7,7 @@ notebook shows a returned figure exactly once. Save one with :func:`save_figure`
 * :func:`plot_history` - loss components per step for each stage; validation accuracy
 * :func:`plot_accuracy_latency` - accuracy vs latency, bubble area = parameters (as in
   *NLP with Transformers*, ch. 8)
-* :func:`plot_layer_mapping` - which teacher layer each student layer learns from (Table 4)
+* :func:`plot_layer_mapping` - which teacher layer each student layer learns from (the paper compares the three)
 * :func:`plot_attention` - attention scores or probabilities as heatmaps, side by side
 * :func:`plot_softmax_temperatures` - how the temperature t flattens softmax(z / t)
 * :func:`plot_length_histogram` - token lengths, and how many a ``max_length`` truncates

@@ -1,4 +1,4 @@
-"""The explicit training loops of TinyBERT (Jiao et al. 2020, Sec. 3.3): notebook 05.
+"""The explicit training loops of TinyBERT (Jiao et al. 2020, "TinyBERT learning"): notebook 05.
 
 Read in this order:
 

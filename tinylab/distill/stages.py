@@ -1,4 +1,4 @@
-"""The stages of TinyBERT (Jiao et al. 2020, Sec. 3.3) and the baselines they are judged against.
+"""The stages of TinyBERT (Jiao et al. 2020, "TinyBERT learning") and the baselines they are judged against.
 
 =====================================  ======================  =============================
 function                               teacher                 loss (data)
@@ -183,7 +183,7 @@ def _loss_module(cfg: Config, teacher, student, stage: str):
 
 
 def _layer_loss_fn(targets: Callable, stage: str, terms: Sequence[str]):
-    """Transformer-layer distillation step (GD and TD stage a), paper Eq. 7-9 and 11."""
+    """Transformer-layer distillation step (GD and TD stage a), L_embd + L_attn + L_hidn."""
     def loss_fn(m, batch):
         student_out = m["student"](**model_inputs(batch), output_hidden_states=True,
                                    output_attentions=True)
@@ -229,8 +229,8 @@ def finetune_teacher(cfg: Config, data, *, cache: bool = True, accelerator=None,
                      progress: bool = True):
     """Fine-tune the teacher backbone on the task; returns ``(model, tokenizer, History)``.
 
-    TinyBERT's task-specific distillation needs a teacher that already solves the task (paper
-    Sec. 3.3; forgetting this step is a classic reason for poor reproductions). The backbone
+    TinyBERT's task-specific distillation needs a teacher that already solves the task (the paper's
+    "TinyBERT learning"; forgetting this step is a classic reason for poor reproductions). The backbone
     ``cfg.teacher.model`` gets a new classification head and is trained with cross-entropy on
     the gold labels of ``data["train"]`` (``cfg.teacher``: epochs, lr, batch size, linear
     warm-up/decay), evaluated on ``data["validation"]`` after every epoch.
@@ -297,13 +297,13 @@ def general_distillation(cfg: Config, teacher, student, corpus, *, tokenizer=Non
                          checkpoint_every: int | None = None, resume: bool = False,
                          callbacks: Sequence[Callable[[StepInfo], None]] = (),
                          progress: bool = True, memory_budget: int | None = None) -> History:
-    """General distillation (paper Sec. 3.3, first stage): train ``student`` in place.
+    """General distillation (the paper's "TinyBERT learning", first stage): train ``student`` in place.
 
     ``teacher``: the *pre-trained, not fine-tuned* backbone (``cfg.teacher.general_model``,
     default the backbone ``cfg.teacher.model``; its classification head is never used).
     ``corpus``: unlabelled text (a ``Dataset`` with ``text``, e.g. from
     :func:`tinylab.data.load_general_corpus`). Loss: embedding + attention + hidden-state MSE
-    (Eq. 7-9, 11) through ``TinyBertLoss(stage="general")``; no prediction loss (there are no
+    (L_embd, L_attn, L_hidn) through ``TinyBertLoss(stage="general")``; no prediction loss (there are no
     task predictions to imitate yet). The student's pooler and classifier stay frozen.
     Budget: ``cfg.general``; max length ``cfg.data.general_max_length``.
     The paper runs this on 2.5B words of Wikipedia; the course corpus is ~400k words, so here
@@ -430,7 +430,7 @@ def task_distillation(cfg: Config, teacher, student, train, validation=None, *, 
                       checkpoint_every: int | None = None, resume: bool = False,
                       callbacks: Sequence[Callable[[StepInfo], None]] = (), progress: bool = True,
                       memory_budget: int | None = None) -> dict[str, History]:
-    """Task-specific distillation (paper Sec. 3.3, second stage); trains ``student`` in place.
+    """Task-specific distillation (the paper's "TinyBERT learning", second stage); trains ``student`` in place.
 
     ``teacher``: the *fine-tuned* teacher (:func:`finetune_teacher`). ``student``: usually the
     general student (:func:`general_student`). ``train``: the (augmented) task texts, e.g.
@@ -441,7 +441,7 @@ def task_distillation(cfg: Config, teacher, student, train, validation=None, *, 
     * stage a, ``"intermediate"`` (``cfg.task_intermediate``): embedding + attention + hidden
       losses against the fine-tuned teacher; new projections W_e, W_h; head frozen.
     * stage b, ``"prediction"`` (``cfg.task_prediction``): soft cross-entropy between the
-      teacher's and the student's predictions (Eq. 10, temperature ``cfg.loss.temperature``).
+      teacher's and the student's predictions (L_pred, temperature ``cfg.loss.temperature``).
 
     Returns ``{"intermediate": History, "prediction": History}`` (disabled stages left out).
     The final student is kept (no selection on the validation set: the test numbers stay

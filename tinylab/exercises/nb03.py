@@ -103,7 +103,7 @@ register("nb03.soft_loss_gradient", checker=_check_gradient, reference=soft_loss
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                        T: float) -> torch.Tensor:
-    """TinyBERT's prediction-layer loss (Eq. 10; Hinton et al. 2015): a scalar.
+    """TinyBERT's prediction-layer loss (L_pred; Hinton et al. 2015): a scalar.
 
     Shapes: logits (B, C). With p_T = softmax(z_T / T) and log p_S = log_softmax(z_S / T)::
 

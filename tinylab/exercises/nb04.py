@@ -141,7 +141,7 @@ register("nb04.masked_attention_mse", checker=_check_masked_attention,
 
 def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
                 W_h: torch.nn.Linear, attention_mask: torch.Tensor) -> torch.Tensor:
-    """MSE(H^S W_h, H^T) over the real tokens and the teacher's d_T features (Eq. 8).
+    """MSE(H^S W_h, H^T) over the real tokens and the teacher's d_T features (L_hidn).
 
     Shapes: student_hidden (B, L, d_S), teacher_hidden (B, L, d_T), W_h an nn.Linear(d_S, d_T),
     attention_mask (B, L) with 1 = real token, 0 = padding. Returns a scalar.

@@ -1,4 +1,4 @@
-"""Exercises of notebook 05 (two-stage distillation), Jiao et al. 2020, Sec. 3.3-3.4:
+"""Exercises of notebook 05 (two-stage distillation), Jiao et al. 2020, "TinyBERT learning" and the data augmentation:
 
 * ``stage_plan``: which teacher, which data and which loss terms each of the three training
   runs uses;
@@ -96,7 +96,7 @@ register("nb05.stage_plan", checker=_check_stage_plan, reference=stage_plan,
 # -- 2. one training step of stage a ------------------------------------------------------------
 
 def distillation_step(student, teacher, criterion, optimizer, batch) -> float:
-    """One optimiser step of task distillation stage a (intermediate layers, paper Eq. 7-9, 11).
+    """One optimiser step of task distillation stage a (intermediate layers: L_embd + L_attn + L_hidn).
 
     ``student``, ``teacher``: BERT models that return pre-softmax attention scores
     (:func:`tinylab.models.use_attention_scores`). ``criterion``: a
