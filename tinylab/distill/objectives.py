@@ -17,8 +17,8 @@ function               loss (one optimiser run each)                   reads fro
 
 * DistilBERT: Sanh et al. 2019, "DistilBERT, a distilled version of BERT: smaller, faster,
   cheaper and lighter", Sec. 2 (the triple loss) and Hugging Face's
-  ``examples/research_projects/distillation`` (``alpha_ce=5``, ``alpha_mlm=2``,
-  ``alpha_cos=1``, ``t=2``). Their loss distils masked-LM predictions during pre-training;
+  ``examples/research_projects/distillation`` (its README's training command: ``alpha_ce=5``,
+  ``alpha_mlm=2``, ``alpha_cos=1``; temperature 2). Their loss distils masked-LM predictions during pre-training;
   here it distils the task classifier, and the masked-LM term becomes the gold-label
   cross-entropy. Their student has the teacher's width, so the cosine compares raw hidden
   states; a narrower student needs a learned projection W (TinyBERT's W_h, here in cosine
@@ -57,8 +57,10 @@ from tinylab.distill.teacher_outputs import TeacherOutputs, expected_passes, mer
 __all__ = ["DISTILBERT_WEIGHTS", "METHODS", "attention_values", "hidden_projection",
            "teacher_needs", "describe_needs", "train_distilbert", "train_minilm"]
 
-#: The DistilBERT triple loss's weights (Hugging Face ``train.py`` defaults): the soft-target
-#: KL, the supervised term (masked LM there, gold-label cross-entropy here), the cosine term.
+#: The DistilBERT triple loss's weights, from the training command of Hugging Face's
+#: ``research_projects/distillation`` README (``--alpha_ce 5.0 --alpha_mlm 2.0 --alpha_cos
+#: 1.0``): the soft-target KL, the supervised term (masked LM there, gold-label
+#: cross-entropy here), the cosine term.
 DISTILBERT_WEIGHTS = {"soft": 5.0, "gold": 2.0, "cosine": 1.0}
 
 #: The objectives notebook 07 compares, in the order of its table.
