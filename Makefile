@@ -1,7 +1,7 @@
 # Set-up and the project's jobs. Every target installs what it needs first (idempotent), so on a
 # fresh machine `make course` and `make test` are the only two commands needed.
 #
-#   make course      run the whole course (6 notebooks, offline `quick` profile) -> runs/course/
+#   make course      run the whole course (7 notebooks, offline `quick` profile) -> runs/course/
 #   make test        the test suite, including every notebook under the `ci` profile
 #   make lab         open JupyterLab on notebooks/
 #   make distill     the `tinylab distill` pipeline (PROFILE=quick by default)

@@ -74,7 +74,8 @@ def build_agendas(times: Mapping[str, Any], reading: Mapping[str, int]) -> str:
            slot("03_soft_label_math"), slot("04_tinybert_loss"), ("lunch", 60, ""),
            slot("05_two_stage_distillation", "start it first, read while it trains"),
            ("break", 15, ""), slot("06_deploying_the_student"),
-           ("open lab", 60, "`tinylab distill --set data.task=your.csv` on the learners' own "
+           slot("07_other_ways_to_distil", "start it, then discuss what each objective reads"),
+           ("open lab", 30, "`tinylab distill --set data.task=your.csv` on the learners' own "
                             "data, or the ablations of notebook 05 with another seed"),
            ("wrap-up, questions", 15, "")]
     demo05 = ("`05_two_stage_distillation` as a demonstration",
@@ -89,7 +90,7 @@ def build_agendas(times: Mapping[str, Any], reading: Mapping[str, int]) -> str:
         " (cold: every notebook fine-tunes its own teacher; prepare the room to save that)"))
     lines = [f"Slots: the longer of reading and run time, plus {DISCUSSION} minutes of "
              f"discussion, rounded up to 5 minutes. Run times: {source}.", "",
-             "**One day** (all six notebooks):", "", *_table(day), "",
+             "**One day** (all seven notebooks):", "", *_table(day), "",
              "**Half a day** (four hours; the essentials):", "", *_table(half)]
     return "\n".join(lines)
 

@@ -5,7 +5,10 @@ Read in this order:
 * :mod:`~tinylab.distill.loop` - the one training loop all stages share (Accelerate for the
   device, precision and processes; the loop itself written out);
 * :mod:`~tinylab.distill.stages` - teacher fine-tuning, general distillation, task distillation
-  (stage a: intermediate layers, stage b: prediction layer) and the two baselines;
+  (stage a: intermediate layers, stage b: prediction layer) and the baselines (gold labels,
+  stage b alone, Hinton et al.'s KD);
+* :mod:`~tinylab.distill.objectives` - the other ways to distil of notebook 07: DistilBERT's
+  triple loss and MiniLM's last-layer self-attention transfer, on the same loop;
 * :mod:`~tinylab.distill.teacher_outputs` - teacher outputs computed once and reused;
 * :mod:`~tinylab.distill.history` and :mod:`~tinylab.distill.checkpoint` - what a run leaves
   behind: per-step logs and resumable, atomically written safetensors checkpoints.
