@@ -276,6 +276,18 @@ def _check_scores(attn: torch.Tensor, who: str) -> None:
                          f"(model) before the forward pass")
 
 
+def width_projection(d_student: int, d_teacher: int) -> nn.Linear:
+    """A learnable ``nn.Linear(d_student, d_teacher)`` mapping student states into the
+    teacher's width (TinyBERT's W_e / W_h); the identity when the widths match. Draws its
+    random weights from the global stream: seed it (or fork the RNG) around the call."""
+    layer = nn.Linear(d_student, d_teacher)
+    if d_student == d_teacher:
+        with torch.no_grad():
+            layer.weight.copy_(torch.eye(d_teacher))
+            layer.bias.zero_()
+    return layer
+
+
 class TinyBertLoss(nn.Module):
     """TinyBERT's distillation objective with its learnable projections (L_embd, L_attn, L_hidn, L_pred).
 
@@ -351,12 +363,7 @@ class TinyBertLoss(nn.Module):
 
     @staticmethod
     def _projection(d_student: int, d_teacher: int) -> nn.Linear:
-        layer = nn.Linear(d_student, d_teacher)
-        if d_student == d_teacher:
-            with torch.no_grad():
-                layer.weight.copy_(torch.eye(d_teacher))
-                layer.bias.zero_()
-        return layer
+        return width_projection(d_student, d_teacher)
 
     @classmethod
     def from_config(cls, cfg: Any, student_config: Any, teacher_config: Any) -> "TinyBertLoss":

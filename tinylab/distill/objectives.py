@@ -97,14 +97,11 @@ def attention_values(model: nn.Module, layer_input: torch.Tensor, layer: int) ->
 def hidden_projection(d_student: int, d_teacher: int, seed: int) -> nn.Linear:
     """A learnable ``nn.Linear(d_student, d_teacher)``: the identity when the widths match,
     else drawn from ``seed`` (so the result does not depend on the global random stream)."""
+    from tinylab.losses import width_projection
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        layer = nn.Linear(d_student, d_teacher)
-    if d_student == d_teacher:
-        with torch.no_grad():
-            layer.weight.copy_(torch.eye(d_teacher))
-            layer.bias.zero_()
-    return layer
+        return width_projection(d_student, d_teacher)
 
 
 # --------------------------------------------------------------------------------------------
