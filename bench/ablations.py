@@ -168,11 +168,11 @@ def shared(budget: str, extra: tuple[str, ...], progress: bool) -> dict[str, Any
     key = (budget, extra)
     if key not in _SHARED:
         from tinylab.data import load_task, tokenize
-        from tinylab.distill import finetune_teacher
+        from tinylab.distill import RunOptions, finetune_teacher
 
         cfg = benchlib.budget_config(budget, extra)
         data = load_task(cfg.data)
-        teacher, tokenizer, history = finetune_teacher(cfg, data, progress=progress)
+        teacher, tokenizer, history = finetune_teacher(cfg, data, run=RunOptions(progress=progress))
         _SHARED[key] = {"cfg": cfg, "data": data, "teacher": teacher, "tokenizer": tokenizer,
                         "teacher_history": history,
                         "test": tokenize(data["test"], tokenizer, cfg.data.max_length),
@@ -201,7 +201,7 @@ def prepare(budget: str, extra: tuple[str, ...], what: str, seed: int, overrides
             progress: bool) -> str:
     """Fill one cache entry: ``what="augment"`` (the augmented data of ``seed``) or
     ``"general"`` (the general student for ``seed`` and the GD ``overrides``)."""
-    from tinylab.distill import general_student
+    from tinylab.distill import RunOptions, general_student
 
     ctx = shared(budget, extra, progress)
     start = time.perf_counter()
@@ -211,7 +211,7 @@ def prepare(budget: str, extra: tuple[str, ...], what: str, seed: int, overrides
         n = len(training_sets(ctx, full, seed, progress)["augmented"])
         return f"augmented data, seed {seed}: {n} examples ({time.perf_counter() - start:.0f} s)"
     general_student(cfg, num_labels=len(ctx["labels"]), id2label=ctx["labels"],
-                    tokenizer=ctx["tokenizer"], progress=progress)
+                    tokenizer=ctx["tokenizer"], run=RunOptions(progress=progress))
     return (f"general student, seed {seed}, {' '.join(overrides) or 'uniform'} "
             f"({time.perf_counter() - start:.0f} s)")
 
@@ -226,7 +226,8 @@ def run_one(budget: str, extra: tuple[str, ...], name: str, seed: int, path: str
     import torch
     from transformers import set_seed
 
-    from tinylab.distill import History, general_student, task_distillation, train_baseline
+    from tinylab.distill import (History, RunOptions, general_student, task_distillation,
+                                 train_baseline)
     from tinylab.evaluate import evaluate_model
 
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -245,10 +246,10 @@ def run_one(budget: str, extra: tuple[str, ...], name: str, seed: int, path: str
 
     set_seed(seed)  # the fresh classification head (and a fresh student) depend on it
     student, h_general = general_student(gd_cfg, num_labels=len(labels), id2label=labels,
-                                         tokenizer=tokenizer, progress=progress)
+                                         tokenizer=tokenizer, run=RunOptions(progress=progress))
     set_seed(seed)
     histories: list[Any] = [h_general]
-    common = dict(tokenizer=tokenizer, progress=progress)
+    common = dict(tokenizer=tokenizer, run=RunOptions(progress=progress))
     if variant.kind == "tinybert":
         histories.append(task_distillation(cfg, teacher, student, sets["augmented"], validation,
                                            **common))

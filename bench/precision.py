@@ -37,12 +37,12 @@ def teacher_run(budget: str, precision: str, seed: int) -> dict:
     """Fine-tune (or load from the cache) the teacher of ``seed``; its test accuracy."""
     benchlib.quiet_libraries()
     from tinylab.data import load_task, tokenize
-    from tinylab.distill import finetune_teacher, teacher_cache_key
+    from tinylab.distill import RunOptions, finetune_teacher, teacher_cache_key
     from tinylab.evaluate import evaluate_model
 
     cfg = benchlib.budget_config(budget, (f"precision={precision}", f"seed={seed}"))
     data = load_task(cfg.data)
-    teacher, tokenizer, history = finetune_teacher(cfg, data, progress=False)
+    teacher, tokenizer, history = finetune_teacher(cfg, data, run=RunOptions(progress=False))
     test = tokenize(data["test"], tokenizer, cfg.data.max_length)
     m = evaluate_model(teacher, test, tokenizer, batch_size=cfg.eval_batch_size)
     return {"precision": precision, "seed": seed, "key": teacher_cache_key(cfg),

@@ -219,8 +219,8 @@ def measure(stage_name: str, setting: str, ctx: dict[str, Any], epochs: float,
     it. ``max_steps`` caps the stage (used for the untimed warm-up runs)."""
     from transformers import set_seed
 
-    from tinylab.distill import (finetune_teacher, general_distillation, make_accelerator,
-                                 task_distillation)
+    from tinylab.distill import (RunOptions, finetune_teacher, general_distillation,
+                                 make_accelerator, task_distillation)
     from tinylab.losses import TinyBertLoss
     from tinylab.models import build_student
 
@@ -238,7 +238,7 @@ def measure(stage_name: str, setting: str, ctx: dict[str, Any], epochs: float,
     accelerator = make_accelerator(cfg.device, cfg.precision)
     set_seed(cfg.seed)
     student = build_student(teacher, cfg.student, id2label=ctx["labels"])
-    common = dict(accelerator=accelerator, progress=progress)
+    common = dict(run=RunOptions(accelerator=accelerator, progress=progress))
     wall, cpu = time.perf_counter(), time.process_time()
     with TimeSplit(teacher, accelerator) as split:
         if stage_name == "teacher":

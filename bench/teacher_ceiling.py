@@ -33,12 +33,12 @@ def one_teacher(budget: str, overrides: list[str], seed: int) -> dict:
     """Fine-tune (or load) one teacher; its validation curve and test accuracy."""
     benchlib.quiet_libraries()
     from tinylab.data import load_task, tokenize
-    from tinylab.distill import finetune_teacher, teacher_cache_key
+    from tinylab.distill import RunOptions, finetune_teacher, teacher_cache_key
     from tinylab.evaluate import evaluate_model
 
     cfg = benchlib.budget_config(budget, (*overrides, f"seed={seed}"))
     data = load_task(cfg.data)
-    teacher, tokenizer, history = finetune_teacher(cfg, data, progress=False)
+    teacher, tokenizer, history = finetune_teacher(cfg, data, run=RunOptions(progress=False))
     log = history["teacher"]
     test = tokenize(data["test"], tokenizer, cfg.data.max_length)
     m = evaluate_model(teacher, test, tokenizer, batch_size=cfg.eval_batch_size)

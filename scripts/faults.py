@@ -119,7 +119,7 @@ from transformers import AutoTokenizer, AutoModelForSequenceClassification
 from tinylab.assets import resolve_model_path
 from tinylab.config import StageConfig
 from tinylab.data import tokenize
-from tinylab.distill import make_accelerator, train_stage
+from tinylab.distill import RunOptions, make_accelerator, train_stage
 from tinylab.distill.loop import model_inputs
 path = resolve_model_path("offline:all-MiniLM-L6-v2")
 tok = AutoTokenizer.from_pretrained(path)
@@ -129,15 +129,16 @@ loss = lambda m, b: {{"total": m["student"](**model_inputs(b)).logits.pow(2).mea
 train_stage("s", modules={{"student": model}}, loss_fn=loss,
             train=ds.select_columns(["input_ids", "attention_mask"]), tokenizer=tok,
             stage=StageConfig(batch_size=8, max_steps=2), seed=0,
-            checkpoint_dir={str(s.dir / 'work')!r}, progress=False,
-            accelerator=make_accelerator("cpu"))
+            run=RunOptions(checkpoint_dir={str(s.dir / 'work')!r}, progress=False,
+                           accelerator=make_accelerator("cpu")))
 print("trained")
 """
     s.user_file(s.dir / "work" / "thesis.tex")
     s.user_file(s.dir / "work" / "data" / "notes.csv")
     proc = subprocess.run([sys.executable, "-c", script], cwd=s.dir, env=s.env(),
                           capture_output=True, text=True, timeout=600)
-    return ("`train_stage(checkpoint_dir=<a folder with the user's files>)`, fresh run",
+    return ("`train_stage(run=RunOptions(checkpoint_dir=<a folder with the user's files>))`, "
+            "fresh run",
             said(proc), s.lost())
 
 

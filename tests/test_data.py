@@ -431,6 +431,18 @@ def test_length_grouping_reduces_padding(tokenized, tokenizer):
     assert g["batches"] == p["batches"] == 15
 
 
+def test_a_pass_over_a_dataloader_leaves_the_global_rng_alone(tokenized, tokenizer):
+    """A DataLoader draws a base seed at every pass, from the global torch RNG unless it has a
+    generator of its own; dropout draws from that global stream, so an evaluation pass (or a
+    resumed run's first pass) would shift every later dropout mask."""
+    for shuffle in (True, False):
+        loader = data.make_dataloader(tokenized, tokenizer, 16, shuffle=shuffle, seed=0)
+        torch.manual_seed(0)
+        before = torch.get_rng_state()
+        assert len(list(loader)) > 1
+        assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_dataloader_needs_tokenized_data(tokenizer):
     with pytest.raises(ValueError, match="call tinylab.data.tokenize"):
         data.make_dataloader(datasets.Dataset.from_dict({"text": ["a"]}), tokenizer, 4,

@@ -22,6 +22,9 @@ import torch
 from conftest import toy_texts
 
 from tinylab import device as dev
+from tinylab.distill.options import RunOptions
+
+QUIET = RunOptions(progress=False)
 from tinylab.config import get_config
 from tinylab.distill import loop, stages
 from tinylab.distill.history import History, StageLog
@@ -264,7 +267,7 @@ def _models(cfg):
 
 def test_teacher_finetuning_step_on_meta(cfg, toy_data, meta_loop):
     model, _, history = stages.finetune_teacher(cfg, toy_data, cache=False,
-                                                accelerator=MetaAccelerator())
+                                                run=RunOptions(accelerator=MetaAccelerator()))
     assert meta_loop == [("teacher", ["total"])]
     assert model.device == META  # returned where the accelerator trains
 
@@ -272,7 +275,7 @@ def test_teacher_finetuning_step_on_meta(cfg, toy_data, meta_loop):
 def test_general_distillation_step_on_meta(cfg, toy_data, meta_loop):
     teacher, student, tokenizer = _models(cfg)
     stages.general_distillation(cfg, teacher, student, toy_data["train"].select_columns(["text"]),
-                                tokenizer=tokenizer, accelerator=MetaAccelerator())
+                                tokenizer=tokenizer, run=RunOptions(accelerator=MetaAccelerator()))
     assert meta_loop == [("general", ["attention", "embedding", "hidden", "total"])]
     assert next(teacher.parameters()).device == META  # the teacher follows the training device
 
@@ -280,7 +283,7 @@ def test_general_distillation_step_on_meta(cfg, toy_data, meta_loop):
 def test_task_distillation_steps_on_meta(cfg, toy_data, meta_loop):
     teacher, student, tokenizer = _models(cfg)
     stages.task_distillation(cfg, teacher, student, toy_data["train"], tokenizer=tokenizer,
-                             accelerator=MetaAccelerator())
+                             run=RunOptions(accelerator=MetaAccelerator()))
     assert [name for name, _ in meta_loop] == ["intermediate", "prediction"]
 
 
@@ -288,7 +291,7 @@ def test_task_distillation_steps_on_meta(cfg, toy_data, meta_loop):
 def test_baseline_steps_on_meta(cfg, toy_data, meta_loop, kind):
     teacher, student, tokenizer = _models(cfg)
     stages.train_baseline(cfg, teacher, student, toy_data, kind, tokenizer=tokenizer,
-                          accelerator=MetaAccelerator())
+                          run=RunOptions(accelerator=MetaAccelerator()))
     assert [name for name, _ in meta_loop] == [kind]
 
 

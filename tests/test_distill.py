@@ -14,6 +14,9 @@ import torch.nn.functional as F
 
 from conftest import toy_texts
 
+from tinylab.distill.options import RunOptions
+
+QUIET = RunOptions(progress=False)
 from tinylab.config import get_config
 from tinylab.distill import (BASELINES, History, NonFiniteLossError, StageLog, TeacherOutputs,
                              finetune_teacher, general_distillation, general_student,
@@ -251,7 +254,8 @@ def test_teacher_cache_matches_on_the_fly(cfg, teacher, toy_data):
 def test_prediction_stage_reuses_logits_of_the_intermediate_stage(cfg, teacher, toy_data):
     model, tok = teacher
     h = task_distillation(cfg, model, make_student(model, cfg), toy_data["train"],
-                          tokenizer=tok, progress=False, memory_budget=1)  # force on-the-fly
+                          tokenizer=tok,
+                          run=RunOptions(progress=False, memory_budget=1))  # force on-the-fly
     info = h["prediction"]["prediction"].info["teacher"]
     # 64 examples / 16 = 4 batches per epoch; stage a ran 6 steps (all 4 batches of epoch 0,
     # 2 of epoch 1), stage b's 5 steps use the same batches: no teacher pass needed
@@ -267,7 +271,7 @@ def test_general_distillation_logs_layer_losses(cfg, teacher, corpus):
     model, tok = teacher
     student = make_student(model, cfg)
     head = {k: v.clone() for k, v in student.state_dict().items() if k.startswith("classifier")}
-    h = general_distillation(cfg, model, student, corpus, tokenizer=tok, progress=False)
+    h = general_distillation(cfg, model, student, corpus, tokenizer=tok, run=QUIET)
     log = h["general"]
     assert log.info["total_steps"] == 6  # 48 examples / 16 = 3 steps per epoch, 2 epochs
     assert set(log.steps[0]) == {"step", "embedding", "attention", "hidden", "total", "lr"}
@@ -289,7 +293,7 @@ def test_task_distillation_never_reads_gold_labels(cfg, teacher, toy_data):
     for train in (toy_data["train"], flipped):
         student = make_student(model, cfg)
         h = task_distillation(cfg, model, student, train, toy_data["validation"], tokenizer=tok,
-                              progress=False)
+                              run=QUIET)
         runs.append((student, h))
     assert same_weights(runs[0][0], runs[1][0])
     assert without_seconds(runs[0][1]["prediction"]) == without_seconds(runs[1][1]["prediction"])
@@ -305,19 +309,21 @@ def test_interrupted_run_resumes_to_the_same_end(cfg, teacher, toy_data, tmp_pat
     checkpoints every 2 steps, so the resumed run must recompute lost steps exactly (data
     order, dropout RNG, Adam moments, scheduler position all restored)."""
     model, tok = teacher
-    args = dict(tokenizer=tok, progress=False, checkpoint_every=2)
+    args = dict(progress=False, checkpoint_every=2)
     clean = make_student(model, cfg)
     h_clean = task_distillation(cfg, model, clean, toy_data["train"], toy_data["validation"],
-                                checkpoint_dir=tmp_path / "clean", **args)
+                                tokenizer=tok,
+                                run=RunOptions(checkpoint_dir=tmp_path / "clean", **args))
 
     broken = make_student(model, cfg)
     with pytest.raises(Interrupt):
         task_distillation(cfg, model, broken, toy_data["train"], toy_data["validation"],
-                          checkpoint_dir=tmp_path / "run", callbacks=[interrupt_at(stage, step)],
-                          **args)
+                          tokenizer=tok, run=RunOptions(checkpoint_dir=tmp_path / "run",
+                                                        callbacks=[interrupt_at(stage, step)], **args))
     resumed = make_student(model, cfg)  # a new process would rebuild the student from scratch
     h_resumed = task_distillation(cfg, model, resumed, toy_data["train"], toy_data["validation"],
-                                  checkpoint_dir=tmp_path / "run", resume=True, **args)
+                                  tokenizer=tok, run=RunOptions(checkpoint_dir=tmp_path / "run",
+                                                                resume=True, **args))
     assert same_weights(clean, resumed)
     assert not same_weights(clean, make_student(model, cfg))  # training did change the weights
     for name in ("intermediate", "prediction"):
@@ -330,11 +336,39 @@ def test_resume_refuses_a_different_configuration(cfg, teacher, toy_data, tmp_pa
     model, tok = teacher
     cfg = cfg.replace("task_prediction.enabled=false")
     task_distillation(cfg, model, make_student(model, cfg), toy_data["train"], tokenizer=tok,
-                      checkpoint_dir=tmp_path, progress=False)
+                      run=RunOptions(checkpoint_dir=tmp_path, progress=False))
     longer = cfg.replace("task_intermediate.max_steps=7")
     with pytest.raises(CheckpointError, match="total_steps=6"):
         task_distillation(longer, model, make_student(model, cfg), toy_data["train"],
-                          tokenizer=tok, checkpoint_dir=tmp_path, resume=True, progress=False)
+                          tokenizer=tok,
+                          run=RunOptions(checkpoint_dir=tmp_path, resume=True, progress=False))
+
+
+def test_resume_refuses_changed_training_data(cfg, teacher, toy_data, tmp_path):
+    """Same configuration, other examples: the checkpoint's data order no longer matches."""
+    model, tok = teacher
+    cfg = cfg.replace("task_prediction.enabled=false")
+    task_distillation(cfg, model, make_student(model, cfg), toy_data["train"], tokenizer=tok,
+                      run=RunOptions(checkpoint_dir=tmp_path, progress=False))
+    reversed_train = toy_data["train"].select(range(len(toy_data["train"]) - 1, -1, -1))
+    changed = reversed_train.map(lambda row: {"text": row["text"] + " indeed"})
+    with pytest.raises(CheckpointError, match="training data changed"):
+        task_distillation(cfg, model, make_student(model, cfg), changed, tokenizer=tok,
+                          run=RunOptions(checkpoint_dir=tmp_path, resume=True, progress=False))
+
+
+def test_run_options_refuse_bad_values_with_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="resume=True needs a checkpoint_dir"):
+        RunOptions(resume=True)
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive"):
+        RunOptions(checkpoint_dir=tmp_path, checkpoint_every=0)
+    with pytest.raises(TypeError, match=r"callbacks=\[fn\]"):
+        RunOptions(callbacks=print)
+    with pytest.raises(TypeError, match=r"run=RunOptions\(progress=False\)"):
+        train_baseline(get_config("ci"), None, None, {}, "gold", run={"progress": False})
+    sub = RunOptions(checkpoint_dir=tmp_path).sub("prediction")
+    assert sub.checkpoint_dir == tmp_path / "prediction"
+    assert RunOptions().sub("prediction").checkpoint_dir is None
 
 
 def test_non_finite_loss_names_component_and_step(cfg, teacher, toy_data):
@@ -357,8 +391,8 @@ def test_non_finite_loss_names_component_and_step(cfg, teacher, toy_data):
             after_step_2.update({k: v.clone() for k, v in student.state_dict().items()})
     with pytest.raises(NonFiniteLossError, match=r"'attention' is inf at step 3/"):
         train_stage("toy", modules={"student": student}, loss_fn=loss_fn, train=ds,
-                    tokenizer=tok, stage=cfg.task_prediction, seed=0, progress=False,
-                    callbacks=[remember])
+                    tokenizer=tok, stage=cfg.task_prediction, seed=0,
+                    run=RunOptions(progress=False, callbacks=[remember]))
     # the run stopped before the bad step could touch the weights
     assert all(torch.equal(after_step_2[k], v) for k, v in student.state_dict().items())
 
@@ -369,12 +403,12 @@ def test_same_seed_same_numbers(cfg, teacher, toy_data):
     for _ in range(2):
         student = make_student(model, cfg)
         runs.append((student, train_baseline(cfg, model, student, toy_data, "kd", tokenizer=tok,
-                                             progress=False)))
+                    run=QUIET)))
     assert same_weights(runs[0][0], runs[1][0])
     assert without_seconds(runs[0][1]) == without_seconds(runs[1][1])
     other = cfg.replace(seed=cfg.seed + 1)
     student = make_student(model, cfg)
-    h = train_baseline(other, model, student, toy_data, "kd", tokenizer=tok, progress=False)
+    h = train_baseline(other, model, student, toy_data, "kd", tokenizer=tok, run=QUIET)
     assert h["kd"].steps[0]["total"] != runs[0][1]["kd"].steps[0]["total"]
 
 
@@ -386,7 +420,7 @@ def test_baseline_first_step_matches_reference_loss(cfg, teacher, toy_data, kind
     model, tok = teacher
     student = make_student(model, cfg, dropout=False)
     reference_student = make_student(model, cfg, dropout=False)
-    h = train_baseline(cfg, model, student, toy_data, kind, tokenizer=tok, progress=False)
+    h = train_baseline(cfg, model, student, toy_data, kind, tokenizer=tok, run=QUIET)
     log = h[kind]
     assert log.info["total_steps"] == 5  # the prediction stage's budget
     assert log.evals and log.evals[-1]["step"] == 5
@@ -417,11 +451,13 @@ def test_baseline_first_step_matches_reference_loss(cfg, teacher, toy_data, kind
 
 def test_finetune_teacher_is_cached(cfg, toy_data, isolated_cache):
     steps = []
-    model, tok, h = finetune_teacher(cfg, toy_data, callbacks=[steps.append], progress=False)
+    model, tok, h = finetune_teacher(cfg, toy_data,
+                                     run=RunOptions(callbacks=[steps.append], progress=False))
     assert len(steps) == 3 and h["teacher"].evals[-1]["step"] == 3
     folders = list((isolated_cache / "teachers").iterdir())
     assert len(folders) == 1 and (folders[0] / "model.safetensors").exists()
-    model2, _, h2 = finetune_teacher(cfg, toy_data, callbacks=[steps.append], progress=False)
+    model2, _, h2 = finetune_teacher(cfg, toy_data,
+                                     run=RunOptions(callbacks=[steps.append], progress=False))
     assert len(steps) == 3  # loaded, not trained again
     assert same_weights(model, model2) and h2 == h
     assert model2.config.id2label == {0: "negative", 1: "positive"}
@@ -430,9 +466,9 @@ def test_finetune_teacher_is_cached(cfg, toy_data, isolated_cache):
 def test_general_student_is_cached(cfg, teacher, corpus, isolated_cache):
     model, tok = teacher
     s1, h1 = general_student(cfg, id2label=LABELS, corpus=corpus, teacher=model, tokenizer=tok,
-                             progress=False)
+                             run=QUIET)
     s2, h2 = general_student(cfg, id2label=LABELS, corpus=None, teacher=model, tokenizer=tok,
-                             progress=False)  # no corpus needed: it comes from the cache
+                             run=QUIET)  # no corpus needed: it comes from the cache
     assert h1 == h2 and len(h1["general"].steps) == 6
     assert same_weights(s1, s2)  # trained now or loaded: the same student (head seeded too)
     assert s2.config.id2label == {0: "negative", 1: "positive"}

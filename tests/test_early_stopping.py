@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tinylab.distill.options import RunOptions
 from tinylab.config import get_config
 from tinylab.distill import train_stage
 from tinylab.distill.early_stopping import EarlyStopping
@@ -42,7 +43,7 @@ def test_bad_patience_setting_is_refused_before_any_work():
         get_config("ci", ["teacher.patience=0"])
 
 
-def _run(cfg, model, tok, toy_data, scores, **kwargs):
+def _run(cfg, model, tok, toy_data, scores, callbacks=(), **options):
     """train_stage on a tiny student whose 'validation accuracy' follows ``scores``."""
     student = make_student(model, cfg, dropout=False)
     ds = _training_set(toy_data["train"], tok, 24, labels=True)
@@ -65,8 +66,9 @@ def _run(cfg, model, tok, toy_data, scores, **kwargs):
     stage = cfg.task_prediction.__class__(epochs=10.0, batch_size=16, learning_rate=1e-3,
                                           eval_every=1, patience=2, max_steps=8)
     history = train_stage("toy", modules={"student": student}, loss_fn=loss_fn, train=ds,
-                          tokenizer=tok, stage=stage, seed=0, progress=False, evaluate=evaluate,
-                          callbacks=[remember, *kwargs.pop("callbacks", [])], **kwargs)
+                          tokenizer=tok, stage=stage, seed=0, evaluate=evaluate,
+                          run=RunOptions(progress=False, callbacks=[remember, *callbacks],
+                                         **options))
     return student, history, after
 
 

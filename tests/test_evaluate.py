@@ -83,6 +83,27 @@ def test_evaluate_model_on_texts_tokenised_data_and_loader(models):
     assert ev.evaluate_model(teacher, loader) == res
 
 
+def test_evaluate_model_with_an_accelerator_matches_one_by_one(models):
+    """The Accelerate path (prepared loader + gather_for_metrics) on one process: same metrics
+    as the independent one-text-at-a-time reference, for raw and tokenised data; the
+    multi-process case is tests/test_multiprocess.py."""
+    from tinylab.distill import make_accelerator
+
+    teacher, _, tok = models
+    ds = datasets.Dataset.from_dict({"text": TEXTS, "label": LABELS})
+    pred = one_by_one(teacher, tok, TEXTS).argmax(-1).numpy()
+    acc, f1, cm = numpy_metrics(pred, LABELS, 2)
+    accelerator = make_accelerator("cpu")
+    res = ev.evaluate_model(teacher, ds, tok, batch_size=3, accelerator=accelerator)
+    assert res["accuracy"] == pytest.approx(acc) and res["macro_f1"] == pytest.approx(f1)
+    assert res["confusion"] == cm and res["n"] == len(TEXTS)
+    tokenised = ds.map(lambda b: tok(b["text"]), batched=True, remove_columns=["text"])
+    assert ev.evaluate_model(teacher, tokenised, tok, batch_size=3,
+                             accelerator=accelerator) == res
+    with pytest.raises(ValueError, match="gold labels"):
+        ev.gathered_predictions(teacher, ds.remove_columns("label"), tok, accelerator)
+
+
 def test_evaluate_model_needs_labels(models):
     teacher, _, tok = models
     with pytest.raises(ValueError, match="labels"):

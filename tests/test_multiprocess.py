@@ -66,8 +66,15 @@ stages._loss_module = lambda *a, **k: made.append(build_loss(*a, **k)) or made[-
 teacher, tok = load_teacher(teacher_dir, id2label=["negative", "positive"])
 torch.manual_seed(0)
 student = build_student(teacher, cfg.student, id2label=["negative", "positive"])
-hist = task_distillation(cfg, teacher, student, train, train, tokenizer=tok, accelerator=acc,
-                         progress=False)
+from tinylab.distill import RunOptions
+from tinylab.evaluate import evaluate_model
+hist = task_distillation(cfg, teacher, student, train, train, tokenizer=tok,
+                         run=RunOptions(accelerator=acc, progress=False))
+# 52 rows in batches of 8 = 7 batches: the second process's 4th batch repeats rows, which
+# gather_for_metrics must drop
+held_out = train.select(range(52))
+sharded = evaluate_model(student, held_out, tok, batch_size=8, max_length=16, accelerator=acc)
+alone = evaluate_model(student, held_out, tok, batch_size=8, max_length=16)
 params = [*student.parameters(), *made[0].parameters()]
 flat = torch.cat([p.detach().flatten() for p in params])
 digests = acc.gather(torch.stack([flat.sum(), flat.abs().sum(), flat.pow(2).sum()])[None])
@@ -77,9 +84,10 @@ info = {name: h[name].info for name, h in hist.items()}
 evals = {name: h[name].evals for name, h in hist.items()}
 if acc.is_main_process:
     json.dump({"digests": digests.tolist(), "info": info, "evals": evals, "seen": per_rank,
-               "rank": acc.process_index, "world": acc.num_processes}, open(out, "w"))
+               "rank": acc.process_index, "world": acc.num_processes, "sharded": sharded,
+               "alone": alone}, open(out, "w"))
 else:
-    json.dump({"evals": evals}, open(out + ".rank1", "w"))
+    json.dump({"evals": evals, "sharded": sharded}, open(out + ".rank1", "w"))
 """
 
 
@@ -102,9 +110,15 @@ def test_two_processes_keep_identical_weights(tiny_teacher_dir, tmp_path):
         info = result["info"][name]
         # 64 examples / batch 8 = 8 batches per epoch, shared by 2 processes -> 4 steps
         assert info["processes"] == 2 and info["steps_per_epoch"] == 4
-    # evaluations run on the main process only and are shared with the other process
-    rank1_evals = json.loads((tmp_path / "result.json.rank1").read_text())["evals"]
-    assert rank1_evals == result["evals"] and result["evals"]["prediction"]
+    # evaluations: each process predicts its share, gather_for_metrics joins them, so both
+    # processes log the same scores
+    rank1 = json.loads((tmp_path / "result.json.rank1").read_text())
+    assert rank1["evals"] == result["evals"] and result["evals"]["prediction"]
+    # ... and they equal a single process's evaluation of the same model: all 52 rows once,
+    # the padding rows of the uneven last round dropped
+    assert result["sharded"]["n"] == rank1["sharded"]["n"] == result["alone"]["n"] == 52
+    assert result["sharded"]["confusion"] == rank1["sharded"]["confusion"]
+    assert result["sharded"]["confusion"] == result["alone"]["confusion"]
 
 
 def test_cli_distill_under_torchrun(tiny_teacher_dir, teacher_asset_dir, tmp_path):

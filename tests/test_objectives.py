@@ -19,6 +19,9 @@ from torch.distributions import Categorical, kl_divergence
 
 from conftest import toy_texts
 
+from tinylab.distill.options import RunOptions
+
+QUIET = RunOptions(progress=False)
 from tinylab.config import get_config
 from tinylab.distill import loop, objectives, stages, task_distillation
 from tinylab.distill.objectives import (DISTILBERT_WEIGHTS, attention_values, describe_needs,
@@ -154,10 +157,8 @@ def test_training_functions_ask_the_teacher_for_what_teacher_needs_lists(cfg, te
     monkeypatch.setattr(objectives, "TeacherOutputs", Recording)
     model, tok = teacher
     cfg = cfg.replace("task_prediction.enabled=False")
-    train_distilbert(cfg, model, make_student(model, cfg), toy_data, tokenizer=tok,
-                     progress=False)
-    train_minilm(cfg, model, make_student(model, cfg), toy_data["train"], tokenizer=tok,
-                 progress=False)
+    train_distilbert(cfg, model, make_student(model, cfg), toy_data, tokenizer=tok, run=QUIET)
+    train_minilm(cfg, model, make_student(model, cfg), toy_data["train"], tokenizer=tok, run=QUIET)
     distil, minilm = asked
     needs = teacher_needs("distilbert", cfg, model.config)
     assert distil["hidden_states"] == needs["hidden_states"] and distil["logits"]
@@ -174,7 +175,7 @@ def test_distilbert_first_step_matches_the_triple_loss(cfg, teacher, toy_data):
     model, tok = teacher
     student = make_student(model, cfg)
     reference = make_student(model, cfg)
-    h = train_distilbert(cfg, model, student, toy_data, tokenizer=tok, progress=False)
+    h = train_distilbert(cfg, model, student, toy_data, tokenizer=tok, run=QUIET)
     log = h["distilbert"]
     assert log.info["total_steps"] == 2 and log.evals[-1]["step"] == 2
     assert set(log.steps[0]) == {"step", "soft", "cosine", "gold", "total", "lr"}
@@ -207,12 +208,11 @@ def test_distilbert_without_gold_labels_trains_on_unlabelled_text(cfg, teacher, 
     student = make_student(model, cfg)
     before = copy.deepcopy(student.state_dict())
     h = train_distilbert(cfg, model, student, unlabelled, weights={"gold": 0}, tokenizer=tok,
-                         progress=False)
+                         run=QUIET)
     assert "gold" not in h["distilbert"].steps[0]
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
     with pytest.raises(ValueError, match="needs a 'label' column"):
-        train_distilbert(cfg, model, make_student(model, cfg), unlabelled, tokenizer=tok,
-                         progress=False)
+        train_distilbert(cfg, model, make_student(model, cfg), unlabelled, tokenizer=tok, run=QUIET)
     with pytest.raises(ValueError, match=r"unknown DistilBERT weight\(s\) \['mlm'\]"):
         train_distilbert(cfg, model, student, toy_data, weights={"mlm": 1.0}, tokenizer=tok)
 
@@ -239,7 +239,7 @@ def test_minilm_first_step_matches_eager_attention_and_hooked_values(cfg, teache
     student = make_student(model, cfg)
     reference = make_student(model, cfg)
     h = train_minilm(cfg, model, student, toy_data["train"], toy_data["validation"],
-                     tokenizer=tok, progress=False)
+                     tokenizer=tok, run=QUIET)
     assert list(h) == ["minilm", "prediction"]
     log = h["minilm"]["minilm"]
     assert log.info["total_steps"] == 3 and log.info["teacher_layer"] == 4
@@ -275,14 +275,14 @@ def test_minilm_stage_b_is_tinyberts_prediction_stage(cfg, teacher, toy_data):
     only_a = cfg.replace("task_prediction.enabled=False")
     student = make_student(model, cfg, dropout=True)
     head = {k: v.clone() for k, v in student.state_dict().items() if k.startswith("classifier")}
-    h_a = train_minilm(only_a, model, student, toy_data["train"], tokenizer=tok, progress=False)
+    h_a = train_minilm(only_a, model, student, toy_data["train"], tokenizer=tok, run=QUIET)
     assert list(h_a) == ["minilm"]
     assert all(torch.equal(student.state_dict()[k], v) for k, v in head.items())  # head frozen
     twin = copy.deepcopy(student)
     h_b = train_minilm(cfg.replace("task_intermediate.enabled=False"), model, student,
-                       toy_data["train"], tokenizer=tok, progress=False)
+                       toy_data["train"], tokenizer=tok, run=QUIET)
     reference = task_distillation(cfg.replace("task_intermediate.enabled=False"), model, twin,
-                                  toy_data["train"], tokenizer=tok, progress=False)
+                                  toy_data["train"], tokenizer=tok, run=QUIET)
     assert list(h_b) == ["prediction"]
     assert h_b["prediction"]["prediction"].steps == reference["prediction"]["prediction"].steps
 
@@ -292,7 +292,7 @@ def test_minilm_needs_the_teachers_head_count(cfg, teacher, toy_data):
     two_heads = cfg.replace("student.num_heads=2")
     with pytest.raises(ValueError, match="heads: teacher 4, student 2"):
         train_minilm(two_heads, model, make_student(model, two_heads), toy_data["train"],
-                     tokenizer=tok, progress=False)
+                     tokenizer=tok, run=QUIET)
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,9 +346,9 @@ def test_objectives_compute_on_the_training_device(cfg, teacher, toy_data, meta_
     model, tok = teacher
     cfg = cfg.replace("cache_teacher_outputs=False")
     train_distilbert(cfg, model, make_student(model, cfg), toy_data, tokenizer=tok,
-                     accelerator=MetaAccelerator(), progress=False)
+                     run=RunOptions(accelerator=MetaAccelerator(), progress=False))
     train_minilm(cfg, model, make_student(model, cfg), toy_data["train"], tokenizer=tok,
-                 accelerator=MetaAccelerator(), progress=False)
+                 run=RunOptions(accelerator=MetaAccelerator(), progress=False))
     assert meta_loop == [("distilbert", ["cosine", "gold", "soft", "total"]),
                          ("minilm", ["attention", "total", "value_relation"]),
                          ("prediction", ["prediction", "total"])]
@@ -362,9 +362,9 @@ def test_objectives_train_under_bf16_autocast(cfg, teacher, toy_data):
     model, tok = teacher
     bf16 = cfg.replace("precision=bf16", "task_prediction.enabled=False")
     h = train_distilbert(bf16, model, make_student(model, bf16), toy_data, tokenizer=tok,
-                         stage=bf16.task_intermediate, progress=False)
+                         stage=bf16.task_intermediate, run=QUIET)
     m = train_minilm(bf16, model, make_student(model, bf16), toy_data["train"], tokenizer=tok,
-                     progress=False)
+                     run=QUIET)
     for log in (h["distilbert"], m["minilm"]["minilm"]):
         assert log.info["total_steps"] == 3
         assert all(math.isfinite(v) for step in log.steps for v in step.values())

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from tinylab import cli
+from tinylab.distill.options import RunOptions
+
+QUIET = RunOptions(progress=False)
 from tinylab.config import Config, _all_keys, get_config
 from tinylab.distill.checkpoint import clear_checkpoints, remove_checkpoint_tree
 from tinylab.distill.stages import general_cache_key, teacher_cache_key, teacher_cache_setting
@@ -91,8 +94,9 @@ def test_train_stage_fresh_run_keeps_user_files_in_checkpoint_dir(tmp_path, tiny
 
     train_stage("s", modules={"student": model}, loss_fn=loss_fn,
                 train=train.select_columns(["input_ids", "attention_mask"]), tokenizer=tokenizer,
-                stage=StageConfig(batch_size=4, max_steps=1), seed=0, checkpoint_dir=folder,
-                progress=False, accelerator=__import__("tinylab").distill.make_accelerator("cpu"))
+                stage=StageConfig(batch_size=4, max_steps=1), seed=0,
+                run=RunOptions(checkpoint_dir=folder, progress=False,
+                               accelerator=__import__("tinylab").distill.make_accelerator("cpu")))
     assert (folder / "thesis.tex").read_text() == "years of work"
     assert not old.exists()                              # tinylab's stale checkpoint is gone
     assert (folder / "latest").read_text() == "step-0000001"  # and the new one is there
@@ -239,7 +243,7 @@ def test_kd_baseline_checks_the_label_order(tiny_teacher_dir):
     data = {"train": Dataset.from_dict({"text": ["good", "bad"] * 8, "label": [0, 1] * 8},
                                        features=features)}
     with pytest.raises(ValueError, match="label order"):
-        train_baseline(cfg, teacher, student, data, "kd", tokenizer=tokenizer, progress=False)
+        train_baseline(cfg, teacher, student, data, "kd", tokenizer=tokenizer, run=QUIET)
 
 
 # --------------------------------------------------------------------------------------------

@@ -270,19 +270,19 @@ def prepare(profile: str | None = None, *, progress: bool = True) -> dict[str, f
     """
     from tinylab.augment import augment_dataset
     from tinylab.data import load_general_corpus, load_task
-    from tinylab.distill import finetune_teacher, general_student
+    from tinylab.distill import RunOptions, finetune_teacher, general_student
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     cfg = notebook_config("02", profile)
     data = load_task(cfg.data)
-    teacher, tokenizer, _ = finetune_teacher(cfg, data, progress=progress)
+    run = RunOptions(progress=progress)
+    teacher, tokenizer, _ = finetune_teacher(cfg, data, run=run)
     seconds["teacher"] = time.perf_counter() - start
     cfg05 = notebook_config("05", profile)
     labels = data["train"].features["label"].names
     start = time.perf_counter()
-    general_student(cfg05, id2label=labels, corpus=load_general_corpus(cfg05.data),
-                    progress=progress)
+    general_student(cfg05, id2label=labels, corpus=load_general_corpus(cfg05.data), run=run)
     seconds["general student"] = time.perf_counter() - start
     start = time.perf_counter()
     augment_dataset(data["train"], tokenizer, teacher, cfg05.augment, seed=cfg05.seed,

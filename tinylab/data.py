@@ -800,8 +800,14 @@ def make_dataloader(ds, tokenizer, batch_size: int, *, shuffle: bool, seed: int 
     else:
         sampler = SequentialSampler(range(len(ds)))
     collator = DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="pt")
+    # Its own generator: every pass over a DataLoader draws a base seed for worker processes,
+    # from the global torch RNG unless the loader has a generator. Dropout draws from that
+    # global stream, so an evaluation (or a resumed run's first pass) would otherwise shift
+    # every later dropout mask.
+    import torch
+
     return DataLoader(ds, batch_sampler=BatchSampler(sampler, batch_size, drop_last),
-                      collate_fn=collator)
+                      collate_fn=collator, generator=torch.Generator().manual_seed(seed))
 
 
 def set_epoch(loader, epoch: int) -> None:

@@ -176,6 +176,47 @@ def _predict_loader(model, loader, device):
     return out, (torch.cat(labels) if labels else None)
 
 
+@torch.inference_mode()
+def gathered_predictions(model: torch.nn.Module, ds: Any, tokenizer: Any, accelerator: Any, *,
+                         batch_size: int = 64, max_length: int | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(N, C)`` and gold labels ``(N,)`` of a labelled ``Dataset``, computed by all
+    processes together.
+
+    The loader (dataset order, dynamic padding) is sharded with
+    ``accelerator.prepare_data_loader``: with P processes, process ``r`` predicts batches
+    ``r, r + P, ...``; the last round is padded with repeated rows so all processes run the
+    same number of batches. ``accelerator.gather_for_metrics`` collects every process's
+    predictions and drops those repeats, so each process returns all N rows (in the
+    interleaved order of the shards, which metrics do not care about). With one process this
+    is a plain pass over the data.
+    """
+    from tinylab.data import make_dataloader, tokenize
+
+    label_col = _label_column(ds)
+    if label_col is None:
+        raise ValueError(f"gathered_predictions needs gold labels; the dataset has columns "
+                         f"{getattr(ds, 'column_names', None)}")
+    if "input_ids" not in ds.column_names:
+        ds = tokenize(ds, tokenizer, max_length or _default_max_length(model, tokenizer))
+    ds = ds.select_columns([c for c in (*_MODEL_INPUTS, label_col) if c in ds.column_names])
+    loader = accelerator.prepare_data_loader(
+        make_dataloader(ds, tokenizer, batch_size, shuffle=False), device_placement=False)
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    try:
+        for batch in loader:
+            gold = batch.get("labels", batch.get("label")).to(accelerator.device)
+            out = _forward(model, batch).to(accelerator.device)
+            out, gold = accelerator.gather_for_metrics((out, gold))
+            logits.append(out.cpu())
+            labels.append(gold.cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(logits), torch.cat(labels)
+
+
 # --------------------------------------------------------------------------------------------
 # Metrics
 # --------------------------------------------------------------------------------------------
@@ -214,14 +255,23 @@ def classification_metrics(predictions: Any, labels: Any, num_labels: int) -> di
 
 
 def evaluate_model(model: torch.nn.Module, ds_or_loader: Any, tokenizer: Any = None, *,
-                   batch_size: int = 64, max_length: int | None = None) -> dict[str, Any]:
+                   batch_size: int = 64, max_length: int | None = None,
+                   accelerator: Any = None) -> dict[str, Any]:
     """``dict(accuracy, macro_f1, confusion, n)`` of a classifier on labelled data.
 
     ``ds_or_loader``: anything :func:`predict_logits` accepts that carries gold labels. The
     prediction is ``argmax`` of the logits; see :func:`classification_metrics` for the metrics.
+
+    With ``accelerator`` (a labelled ``Dataset`` only), every process of a data-parallel run
+    predicts its share of the rows and the predictions are gathered, as in Accelerate's
+    examples (:func:`gathered_predictions`); every process gets the same metrics.
     """
-    logits, labels = predict_logits(model, ds_or_loader, tokenizer, batch_size=batch_size,
-                                    max_length=max_length)
+    if accelerator is not None:
+        logits, labels = gathered_predictions(model, ds_or_loader, tokenizer, accelerator,
+                                              batch_size=batch_size, max_length=max_length)
+    else:
+        logits, labels = predict_logits(model, ds_or_loader, tokenizer, batch_size=batch_size,
+                                        max_length=max_length)
     if labels is None:
         raise ValueError("evaluate_model needs gold labels: give a dataset with a 'label' "
                          "column or a DataLoader whose batches hold 'labels'")

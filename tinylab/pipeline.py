@@ -146,14 +146,15 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     against the teacher's configuration (no weights loaded), and the output folder is claimed
     (:func:`tinylab.run_folder.claim_output_dir`: a folder with files tinylab did not write is
     refused unless ``overwrite``; a resume with changed settings is refused).
-    With several processes only the main process evaluates, writes and returns the report;
+    With several processes only the main process runs the final evaluation, writes and
+    returns the report;
     the others return ``{}``.
     """
     from tinylab.assets import cache_dir
     from tinylab.augment import augment_dataset
     from tinylab.data import load_task
-    from tinylab.distill import (History, finetune_teacher, general_student, make_accelerator,
-                                 task_distillation)
+    from tinylab.distill import (History, RunOptions, finetune_teacher, general_student,
+                                 make_accelerator, task_distillation)
     from tinylab.distill.checkpoint import remove_checkpoint_tree
     from tinylab.distill.stages import general_cache_key, teacher_cache_key
 
@@ -172,8 +173,9 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     if main:
         claim_output_dir(out, cfg, resume=resume, overwrite=overwrite)
     checkpoints = out / "checkpoints"
-    common = dict(accelerator=accelerator, resume=resume, progress=progress,
-                  checkpoint_every=checkpoint_every, callbacks=callbacks)
+    run = RunOptions(accelerator=accelerator, checkpoint_dir=checkpoints, resume=resume,
+                     progress=progress, checkpoint_every=checkpoint_every,
+                     callbacks=tuple(callbacks))
     wall: dict[str, dict[str, Any]] = {}
 
     def say(message: str) -> None:
@@ -193,9 +195,7 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     teacher_cached = (cache_dir() / "teachers" / teacher_cache_key(cfg) / "history.json").exists()
     say("teacher: " + ("loading the cached fine-tuned teacher" if teacher_cached else
                        f"fine-tuning {cfg.teacher.model}"))
-    teacher, tokenizer, h_teacher = finetune_teacher(cfg, data,
-                                                     checkpoint_dir=checkpoints / "teacher",
-                                                     **common)
+    teacher, tokenizer, h_teacher = finetune_teacher(cfg, data, run=run.sub("teacher"))
     wall["teacher"] = {"seconds": round(time.perf_counter() - start, 2), "cached": teacher_cached}
 
     start = time.perf_counter()
@@ -205,8 +205,7 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
                                      "loading the cached general student" if general_cached
                                      else "training"))
     student, h_general = general_student(cfg, num_labels=len(labels), id2label=labels,
-                                         tokenizer=tokenizer,
-                                         checkpoint_dir=checkpoints / "general", **common)
+                                         tokenizer=tokenizer, run=run.sub("general"))
     wall["general"] = {"seconds": round(time.perf_counter() - start, 2),
                        "cached": bool(general_cached)}
 
@@ -220,7 +219,7 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     start = time.perf_counter()
     say(f"task distillation on {len(train)} examples")
     h_task = task_distillation(cfg, teacher, student, train, data["validation"],
-                               tokenizer=tokenizer, checkpoint_dir=checkpoints / "task", **common)
+                               tokenizer=tokenizer, run=run.sub("task"))
     wall["task"] = {"seconds": round(time.perf_counter() - start, 2)}
     history = History.merge(h_teacher, h_general, h_task)
 

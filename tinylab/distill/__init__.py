@@ -4,6 +4,8 @@ Read in this order:
 
 * :mod:`~tinylab.distill.loop` - the one training loop all stages share (Accelerate for the
   device, precision and processes; the loop itself written out);
+* :mod:`~tinylab.distill.options` - :class:`RunOptions`, how a stage runs (accelerator,
+  checkpoints and resume, callbacks, progress bars) as opposed to what it learns (the config);
 * :mod:`~tinylab.distill.stages` - teacher fine-tuning, general distillation, task distillation
   (stage a: intermediate layers, stage b: prediction layer) and the baselines (gold labels,
   stage b alone, Hinton et al.'s KD);
@@ -26,6 +28,7 @@ Typical use (what ``tinylab distill`` does, see :func:`tinylab.pipeline.run_pipe
 from tinylab.distill.checkpoint import CheckpointError
 from tinylab.distill.history import History, StageLog
 from tinylab.distill.loop import NonFiniteLossError, StepInfo, make_accelerator, train_stage
+from tinylab.distill.options import RunOptions
 from tinylab.distill.stages import (BASELINES, finetune_teacher, general_cache_key,
                                     general_distillation, general_student, task_distillation,
                                     teacher_cache_key, train_baseline)
@@ -34,6 +37,6 @@ from tinylab.distill.teacher_outputs import TeacherOutputs
 __all__ = ["History", "StageLog", "finetune_teacher", "general_distillation", "general_student",
            "task_distillation", "train_baseline", "BASELINES", "train_stage", "StepInfo",
            "NonFiniteLossError", "CheckpointError", "TeacherOutputs", "make_accelerator",
-           "teacher_cache_key", "general_cache_key"]
+           "teacher_cache_key", "general_cache_key", "RunOptions"]
 from tinylab.distill.objectives import train_distilbert, train_minilm  # noqa: E402 (notebook 07)
 __all__ += ["train_distilbert", "train_minilm"]

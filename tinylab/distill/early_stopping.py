@@ -12,8 +12,9 @@ where it starts to overfit. The usual fix, and what this does:
 
 ``patience`` counts *evaluations*, so its meaning follows ``eval_every``: with one evaluation
 per epoch, ``patience=1`` stops at the first epoch that does not improve. Every process of a
-data-parallel run holds the same weights and takes the same decision (the main process
-evaluates and its score is broadcast). The kept weights go into each checkpoint, so a resumed
+data-parallel run holds the same weights and takes the same decision (every process
+evaluates its share of the validation set and the predictions are gathered, so all see the
+same score). The kept weights go into each checkpoint, so a resumed
 run remembers them.
 """
 from __future__ import annotations

@@ -20,12 +20,16 @@ Accelerate (``Accelerator``) handles the device, mixed precision (``--mixed_prec
 hidden: no Trainer, no callbacks framework.
 
 Data order, explicitly. Epoch ``e`` uses the batches of
-``make_dataloader(train, shuffle=True, seed=seed)`` after ``set_epoch(loader, e)``
-(length-grouped, dynamically padded).
-With P processes, optimiser step s of epoch e gives batch ``s * P + rank`` to process ``rank``;
-an epoch therefore has ``len(batches) // P`` steps (the few left-over batches are skipped, so
-no process waits for a partner that has no batch). Because the order is a function of
-``(seed, epoch)`` and is also saved in every checkpoint, a resumed run sees the same batches.
+``make_dataloader(train, shuffle=True, seed=seed)`` after ``set_epoch(e)`` (length-grouped,
+dynamically padded), sharded by ``accelerator.prepare_data_loader``: with P processes,
+optimiser step s of epoch e gives batch ``s * P + rank`` to process ``rank``; an epoch
+therefore has ``len(batches) // P`` steps (the few left-over batches are skipped, so no
+process waits for a partner that has no batch). Because the order is a function of
+``(seed, epoch)``, a resumed run skips to its position (``accelerator.skip_first_batches``)
+and sees the same batches; the order is also saved in every checkpoint and checked on resume.
+
+The loop's body is those eight lines; what surrounds them lives in helpers below
+(:func:`_batches`, :func:`_finite_record`, :func:`_evaluate`, :class:`_Checkpoints`).
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from tinylab.distill.checkpoint import (CheckpointError, capture_rng_state, clea
                                         save_checkpoint)
 from tinylab.distill.early_stopping import EarlyStopping
 from tinylab.distill.history import History, StageLog
+from tinylab.distill.options import RunOptions, as_run_options
 
 __all__ = ["make_accelerator", "train_stage", "StepInfo", "NonFiniteLossError", "model_inputs",
            "batch_to_device",
@@ -226,54 +231,15 @@ def _prepare(accelerator, modules: Mapping[str, nn.Module]) -> dict[str, nn.Modu
 
 
 # --------------------------------------------------------------------------------------------
-# The loop
+# The loop's helpers: steps, data, finite losses, evaluation, checkpoints
 # --------------------------------------------------------------------------------------------
 
-def train_stage(name: str, *, modules: dict[str, nn.Module],
-                loss_fn: Callable[[dict[str, nn.Module], dict[str, torch.Tensor]],
-                                  dict[str, torch.Tensor]],
-                train, tokenizer, stage: StageConfig, seed: int,
-                evaluate: Callable[[], dict[str, float]] | None = None,
-                history: History | None = None, accelerator=None,
-                checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
-                resume: bool = False, callbacks: Sequence[Callable[[StepInfo], None]] = (),
-                group_by_length: bool = True, progress: bool = True,
-                info: dict[str, Any] | None = None) -> History:
-    """Run one optimiser stage and return its :class:`History` (stage ``name``).
-
-    ``modules``: the trained modules by name, e.g. ``{"student": student, "projections":
-    loss_module}``; parameters with ``requires_grad=False`` are frozen. ``loss_fn(modules,
-    batch)`` gets the *prepared* modules (call them, not the originals: only the wrapped
-    forward synchronises gradients across processes) and a batch on the device, and returns a
-    dict of scalar losses with key ``"total"`` (the one back-propagated; the others are logged).
-    ``train``: a tokenised ``datasets.Dataset`` (``input_ids``, ``attention_mask``, optional
-    ``labels``, ``example_idx``). ``evaluate()`` returns metrics (e.g. ``{"accuracy": ..}``); it
-    runs on the main process only, when :attr:`StageConfig.eval_every` says so.
-    ``stage.patience``: stop after that many evaluations without a better score (the first
-    metric ``evaluate`` returns) and end with the best evaluated weights
-    (:class:`~tinylab.distill.early_stopping.EarlyStopping`; ``log.info["early_stopping"]``).
-    ``checkpoint_dir``: save a resumable checkpoint every ``checkpoint_every`` steps and at
-    the end; ``resume=True`` continues from the latest one there (otherwise tinylab's earlier
-    checkpoints there are deleted - only those, see :func:`~tinylab.distill.checkpoint.
-    clear_checkpoints`; other files in the folder are never touched).
-    ``callbacks``: called with a :class:`StepInfo` after each step (tests use one to interrupt).
-    Modules are trained in place; the returned history holds only this stage.
-    """
-    if accelerator is None:
-        accelerator = make_accelerator()
-    from accelerate.utils import broadcast_object_list, gather_object, set_seed
-
-    history = history if history is not None else History()
-    world, rank, main = accelerator.num_processes, accelerator.process_index, \
-        accelerator.is_main_process
-    set_seed(seed)
-
-    # -- how many steps ---------------------------------------------------------------------
-    loader = _make_loader(train, tokenizer, stage.batch_size, seed, group_by_length)
-    batches = _epoch_batches(loader, 0)
-    steps_per_epoch = len(batches) // world
+def _count_steps(name: str, n_examples: int, n_batches: int, stage: StageConfig,
+                 world: int) -> tuple[int, int]:
+    """``(steps_per_epoch, total_steps)``; an epoch is ``n_batches // world`` steps."""
+    steps_per_epoch = n_batches // world
     if steps_per_epoch == 0:
-        raise ValueError(f"stage {name!r}: {len(train)} examples make {len(batches)} batch(es) of "
+        raise ValueError(f"stage {name!r}: {n_examples} examples make {n_batches} batch(es) of "
                          f"{stage.batch_size}, fewer than the {world} processes; lower "
                          f"batch_size or use more data")
     total = math.ceil(stage.epochs * steps_per_epoch)
@@ -282,91 +248,218 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
     if total < 1:
         raise ValueError(f"stage {name!r} would run 0 steps (epochs={stage.epochs}, "
                          f"max_steps={stage.max_steps}); set epochs > 0 or max_steps >= 1")
+    return steps_per_epoch, total
 
+
+def _batches(loader, accelerator, start: int, total: int, steps_per_epoch: int):
+    """Yield ``(step, epoch, batch)`` for steps ``start + 1 .. total``.
+
+    ``loader`` is prepared by Accelerate (``accelerator.prepare_data_loader``): with P
+    processes, process ``rank`` gets batches ``rank, rank + P, ...`` of the epoch's order, so
+    step ``s`` of epoch ``e`` trains on batch ``s * P + rank``. Epoch ``e``'s order comes from
+    ``loader.set_epoch(e)``; a run resumed mid-epoch skips the batches already trained on
+    (``accelerator.skip_first_batches``). An epoch ends after ``steps_per_epoch`` steps, so the
+    few batches left over when P does not divide their number are never used.
+    """
+    step = start
+    while step < total:
+        epoch, position = divmod(step, steps_per_epoch)
+        loader.set_epoch(epoch)
+        epoch_loader = accelerator.skip_first_batches(loader, position) if position else loader
+        try:
+            for batch in epoch_loader:
+                step += 1
+                yield step, epoch, batch_to_device(batch, accelerator.device)
+                if step == total or step % steps_per_epoch == 0:
+                    break
+        finally:  # a loop left early must leave Accelerate's list of active data loaders
+            epoch_loader.end()
+
+
+def _finite_record(name: str, losses: Mapping[str, torch.Tensor], step: int, total: int,
+                   stage: StageConfig, accelerator) -> dict[str, float]:
+    """The loss components as floats (mean over processes); stop on NaN or infinity."""
+    values = torch.stack([v.detach().float() for v in losses.values()])
+    if accelerator.num_processes > 1:  # every process logs the same numbers
+        values = accelerator.reduce(values, reduction="mean")
+    record = dict(zip(losses, values.tolist()))
+    bad = [k for k, v in record.items() if not math.isfinite(v)]
+    if bad:
+        raise NonFiniteLossError(
+            f"stage {name!r}: loss component {bad[0]!r} is {record[bad[0]]} at step "
+            f"{step}/{total} (all components: {record}). Lower the learning rate "
+            f"(now {stage.learning_rate}) or check the inputs of that loss term")
+    return record
+
+
+def _evaluate(name: str, step: int, evaluate: Callable[[], dict[str, float]], log: StageLog,
+              stopper: EarlyStopping, wrapped: Mapping[str, nn.Module],
+              say: Callable[[str], None]) -> bool:
+    """Run ``evaluate`` (on every process: it shards the validation set and gathers the
+    predictions, so every process sees the same metrics and takes the same early-stopping
+    decision), log it, and return early stopping's verdict."""
+    metrics = {k: float(v) for k, v in evaluate().items()}
+    log.evals.append({"step": step, **metrics})
+    say(f"[{name}] step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    for module in wrapped.values():
+        module.train()
+    if not stopper.enabled:
+        return False
+    stop = stopper.observe(step, next(iter(metrics.values())))
+    if stop:
+        say(f"[{name}] early stop at step {step}: no better score in {stopper.patience} "
+                  f"evaluation(s); best {stopper.best_score:.4f} at step {stopper.best_step}")
+    return stop
+
+
+class _Checkpoints:
+    """Resume from and save to ``run.checkpoint_dir`` (nothing at all without one).
+
+    A checkpoint holds the modules, optimiser, scheduler, every process's RNG state, the
+    epoch's data order (checked on resume), the log so far and early stopping's state.
+    """
+
+    def __init__(self, name: str, run: RunOptions, accelerator, modules, optimizer, scheduler,
+                 stopper: EarlyStopping, base_loader, *, seed: int, total: int):
+        self.name, self.run, self.accelerator = name, run, accelerator
+        self.modules, self.optimizer, self.scheduler = modules, optimizer, scheduler
+        self.stopper, self.base_loader = stopper, base_loader
+        self.seed, self.total = seed, total
+        self.directory = Path(run.checkpoint_dir) if run.checkpoint_dir is not None else None
+
+    def resume(self, log: StageLog) -> tuple[int, StageLog]:
+        """``(first step, log)``: from the latest checkpoint if ``run.resume``, else ``(0,
+        log)`` after clearing tinylab's old checkpoints (only those: other files in the
+        folder are the user's and stay)."""
+        if self.directory is None:
+            return 0, log
+        acc, main = self.accelerator, self.accelerator.is_main_process
+        found = latest_checkpoint(self.directory) if self.run.resume else None
+        if found is None:
+            if main and self.directory.exists():
+                clear_checkpoints(self.directory)
+            acc.wait_for_everyone()
+            return 0, log
+        state, rng_states, order = load_checkpoint(found, modules=self.modules,
+                                                   optimizer=self.optimizer,
+                                                   scheduler=self.scheduler)
+        for key, expected in (("total_steps", self.total), ("processes", acc.num_processes),
+                              ("seed", self.seed)):
+            if state[key] != expected:
+                raise CheckpointError(f"checkpoint {found} was made with {key}={state[key]}, "
+                                      f"this run has {expected}: resume with the same "
+                                      f"configuration and number of processes")
+        if order != _epoch_batches(self.base_loader, state["epoch"]):
+            raise CheckpointError(f"checkpoint {found} trained on another order of examples "
+                                  f"than this run would: the training data changed; resume "
+                                  f"with the same data, or start afresh without resume")
+        restore_rng_state(rng_states[acc.process_index])
+        start = state["step"]
+        if self.stopper.enabled and "early_stopping" in state:
+            self.stopper.load(found, state["early_stopping"])
+            if self.stopper.stopped_at is not None:  # it had already stopped: nothing to train
+                start = self.total
+        if main:
+            print(f"[{self.name}] resumed from {found} at step {start}/{self.total}")
+        acc.wait_for_everyone()
+        return start, StageLog.from_dict(state["log"])
+
+    def due(self, step: int, stop: bool) -> bool:
+        every = self.run.checkpoint_every
+        return self.directory is not None and (
+            stop or step == self.total or bool(every and step % every == 0))
+
+    def save(self, step: int, epoch: int, log: StageLog, seconds: float) -> None:
+        from accelerate.utils import gather_object
+
+        acc = self.accelerator
+        rng = gather_object([capture_rng_state()]) if acc.num_processes > 1 else [
+            capture_rng_state()]
+        if acc.is_main_process:
+            state = {"step": step, "epoch": epoch, "total_steps": self.total,
+                     "processes": acc.num_processes, "seed": self.seed, "stage": self.name,
+                     "log": {**log.to_dict(), "seconds": seconds}}
+            if self.stopper.enabled:
+                state["early_stopping"] = self.stopper.state()
+            save_checkpoint(self.directory, step=step, modules=self.modules,
+                            optimizer=self.optimizer, scheduler=self.scheduler, state=state,
+                            rng_states=rng, data_order=_epoch_batches(self.base_loader, epoch),
+                            extra=self.stopper.save if self.stopper.enabled else None)
+        acc.wait_for_everyone()
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+def train_stage(name: str, *, modules: dict[str, nn.Module],
+                loss_fn: Callable[[dict[str, nn.Module], dict[str, torch.Tensor]],
+                                  dict[str, torch.Tensor]],
+                train, tokenizer, stage: StageConfig, seed: int,
+                evaluate: Callable[[], dict[str, float]] | None = None,
+                history: History | None = None, run: RunOptions | None = None,
+                group_by_length: bool = True, info: dict[str, Any] | None = None) -> History:
+    """Run one optimiser stage and return its :class:`History` (stage ``name``).
+
+    ``modules``: the trained modules by name, e.g. ``{"student": student, "projections":
+    loss_module}``; parameters with ``requires_grad=False`` are frozen. ``loss_fn(modules,
+    batch)`` gets the *prepared* modules (call them, not the originals: only the wrapped
+    forward synchronises gradients across processes) and a batch on the device, and returns a
+    dict of scalar losses with key ``"total"`` (the one back-propagated; the others are logged).
+    ``train``: a tokenised ``datasets.Dataset`` (``input_ids``, ``attention_mask``, optional
+    ``labels``, ``example_idx``). ``evaluate()`` returns metrics (e.g. ``{"accuracy": ..}``)
+    and runs on every process (shard the data and gather, as
+    :func:`tinylab.evaluate.evaluate_model` does with ``accelerator=``), when
+    :attr:`StageConfig.eval_every` says so.
+    ``stage.patience``: stop after that many evaluations without a better score (the first
+    metric ``evaluate`` returns) and end with the best evaluated weights
+    (:class:`~tinylab.distill.early_stopping.EarlyStopping`; ``log.info["early_stopping"]``).
+    ``run``: the :class:`~tinylab.distill.options.RunOptions` - accelerator, checkpoints
+    (``resume=True`` continues from the latest one in ``run.checkpoint_dir``; otherwise
+    tinylab's earlier checkpoints there are deleted - only those, see
+    :func:`~tinylab.distill.checkpoint.clear_checkpoints`), callbacks (called with a
+    :class:`StepInfo` after each step; tests use one to interrupt), progress bar.
+    Modules are trained in place; the returned history holds only this stage.
+    """
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    run = as_run_options(run)
+    accelerator = run.accelerator or make_accelerator()
+    history = history if history is not None else History()
+    set_seed(seed)
+
+    base_loader = _make_loader(train, tokenizer, stage.batch_size, seed, group_by_length)
+    steps_per_epoch, total = _count_steps(name, len(train), len(base_loader), stage,
+                                          accelerator.num_processes)
     optimizer = _adamw(_param_groups(modules, stage.weight_decay), stage.learning_rate,
                        accelerator.device)
     scheduler = _scheduler(optimizer, stage, total)
     wrapped = _prepare(accelerator, modules)
     optimizer = accelerator.prepare(optimizer)
+    # Shards the batches across processes; batch_to_device moves all but example_idx.
+    loader = accelerator.prepare_data_loader(base_loader, device_placement=False)
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
 
     log = StageLog(info={"examples": len(train), "batch_size": stage.batch_size,
-                         "processes": world, "steps_per_epoch": steps_per_epoch,
-                         "total_steps": total, **(info or {})})
-    start, current_epoch = 0, 0
+                         "processes": accelerator.num_processes,
+                         "steps_per_epoch": steps_per_epoch, "total_steps": total,
+                         **(info or {})})
     stopper = EarlyStopping(stage.patience if evaluate is not None else None, modules)
+    checkpoints = _Checkpoints(name, run, accelerator, modules, optimizer, scheduler, stopper,
+                               base_loader, seed=seed, total=total)
+    start, log = checkpoints.resume(log)
 
-    # -- resume -----------------------------------------------------------------------------
-    if checkpoint_dir is not None:
-        checkpoint_dir = Path(checkpoint_dir)
-        found = latest_checkpoint(checkpoint_dir) if resume else None
-        if found is not None:
-            state, rng_states, batches = load_checkpoint(
-                found, modules=modules, optimizer=optimizer, scheduler=scheduler)
-            for key, expected in (("total_steps", total), ("processes", world),
-                                  ("seed", seed)):
-                if state[key] != expected:
-                    raise CheckpointError(f"checkpoint {found} was made with {key}={state[key]}, "
-                                          f"this run has {expected}: resume with the same "
-                                          f"configuration and number of processes")
-            restore_rng_state(rng_states[rank])
-            start, current_epoch = state["step"], state["epoch"]
-            log = StageLog.from_dict(state["log"])
-            if stopper.enabled and "early_stopping" in state:
-                stopper.load(found, state["early_stopping"])
-                if stopper.stopped_at is not None:  # it had already stopped: nothing to train
-                    start = total
-            if main:
-                print(f"[{name}] resumed from {found} at step {start}/{total}")
-        elif main and checkpoint_dir.exists():
-            # A fresh run: old checkpoints must not be mixed in. Only tinylab's own entries go;
-            # anything else in the folder is the user's and stays.
-            clear_checkpoints(checkpoint_dir)
-        accelerator.wait_for_everyone()
-
-    def save(step: int) -> None:
-        rng = gather_object([capture_rng_state()]) if world > 1 else [capture_rng_state()]
-        if main:
-            state = {"step": step, "epoch": current_epoch, "total_steps": total,
-                     "processes": world, "seed": seed, "stage": name,
-                     "log": {**log.to_dict(), "seconds": log.seconds + time.perf_counter() - t0}}
-            if stopper.enabled:
-                state["early_stopping"] = stopper.state()
-            save_checkpoint(checkpoint_dir, step=step, modules=modules, optimizer=optimizer,
-                            scheduler=scheduler, state=state, rng_states=rng, data_order=batches,
-                            extra=stopper.save if stopper.enabled else None)
-        accelerator.wait_for_everyone()
-
-    # -- train ------------------------------------------------------------------------------
-    from tqdm.auto import tqdm
-
-    t0 = time.perf_counter()
-    quiet = {} if (progress and main) else {"disable": True}  # else $TQDM_DISABLE decides
+    quiet = {} if (run.progress and accelerator.is_main_process) else {"disable": True}
     bar = tqdm(total=total, initial=start, desc=name, dynamic_ncols=True, **quiet)
+    say = bar.write if accelerator.is_main_process else (lambda text: None)
     for module in wrapped.values():
         module.train()
-    step = start
+    t0, seconds_before = time.perf_counter(), log.seconds
     try:
-        for step in range(start + 1, total + 1):
-            epoch, position = divmod(step - 1, steps_per_epoch)
-            if epoch != current_epoch:
-                batches = _epoch_batches(loader, epoch)
-                current_epoch = epoch
-            batch = _collate(loader, batches[position * world + rank])
-            batch = batch_to_device(batch, accelerator.device)
-
+        for step, epoch, batch in _batches(loader, accelerator, start, total, steps_per_epoch):
             losses = loss_fn(wrapped, batch)
-            values = torch.stack([v.detach().float() for v in losses.values()])
-            if world > 1:  # log the mean over processes; every process sees the same numbers
-                values = accelerator.reduce(values, reduction="mean")
-            record = dict(zip(losses, values.tolist()))
-            bad = [k for k, v in record.items() if not math.isfinite(v)]
-            if bad:
-                raise NonFiniteLossError(
-                    f"stage {name!r}: loss component {bad[0]!r} is {record[bad[0]]} at step "
-                    f"{step}/{total} (all components: {record}). Lower the learning rate "
-                    f"(now {stage.learning_rate}) or check the inputs of that loss term")
-
+            record = _finite_record(name, losses, step, total, stage, accelerator)
             accelerator.backward(losses["total"])
             if stage.max_grad_norm:
                 accelerator.clip_grad_norm_(params, stage.max_grad_norm)
@@ -374,47 +467,26 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
 
-            record["lr"] = scheduler.get_last_lr()[0]
-            log.steps.append({"step": step, **record})
+            log.steps.append({"step": step, **record, "lr": scheduler.get_last_lr()[0]})
             bar.update(1)
             bar.set_postfix(loss=f"{record['total']:.4g}", refresh=False)
-
-            stop = False
-            if evaluate is not None and _should(stage.eval_every, step, total, steps_per_epoch):
-                score = [None]
-                if main:
-                    metrics = evaluate()
-                    log.evals.append({"step": step, **{k: float(v) for k, v in metrics.items()}})
-                    bar.write(f"[{name}] step {step}: " + ", ".join(
-                        f"{k}={v:.4f}" for k, v in metrics.items()))
-                    score = [float(next(iter(metrics.values())))]
-                for module in wrapped.values():
-                    module.train()
-                accelerator.wait_for_everyone()
-                if stopper.enabled:  # every process takes the main process's decision
-                    if world > 1:
-                        score = broadcast_object_list(score, from_process=0)
-                    stop = stopper.observe(step, score[0])
-                    if stop and main:
-                        bar.write(f"[{name}] early stop at step {step}: no better score in "
-                                  f"{stopper.patience} evaluation(s); best {stopper.best_score:.4f}"
-                                  f" at step {stopper.best_step}")
-            if checkpoint_dir is not None and (stop or step == total or (
-                    checkpoint_every and step % checkpoint_every == 0)):
-                save(step)
-            for callback in callbacks:
-                callback(StepInfo(name, step, total, epoch, record))
+            stop = (evaluate is not None and _should(stage.eval_every, step, total,
+                                                     steps_per_epoch)
+                    and _evaluate(name, step, evaluate, log, stopper, wrapped, say))
+            if checkpoints.due(step, stop):
+                checkpoints.save(step, epoch, log,
+                                 seconds_before + time.perf_counter() - t0)
+            for callback in run.callbacks:
+                callback(StepInfo(name, step, total, epoch, {**record, "lr": log.steps[-1]["lr"]}))
             if stop:
                 break
     finally:
         bar.close()
-        log.seconds += time.perf_counter() - t0
+        log.seconds = seconds_before + time.perf_counter() - t0
         for module in wrapped.values():  # drop mixed-precision forward wrappers, if any
             accelerator.unwrap_model(module, keep_fp32_wrapper=False)
         accelerator.free_memory()
 
-    if world > 1 and evaluate is not None:  # evaluations ran on the main process: share them
-        log.evals = gather_object([log.evals])[0]
     if stopper.enabled:  # end with the best evaluated weights, not the last step's
         stopper.restore()
         log.info["early_stopping"] = stopper.state()

@@ -40,8 +40,7 @@ which is exactly what BERT's self-attention does (checked against a forward hook
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,9 +48,10 @@ from torch import nn
 
 from tinylab.config import Config, StageConfig
 from tinylab.distill.history import History
-from tinylab.distill.loop import StepInfo, make_accelerator, model_inputs, train_stage
-from tinylab.distill.stages import (HEAD_PARAMETERS, _accuracy_fn, _frozen, _loss_module, _sub,
-                                    _tokenizer_for, _training_set, teacher_cache_setting)
+from tinylab.distill.loop import model_inputs, train_stage
+from tinylab.distill.options import RunOptions, as_run_options
+from tinylab.distill.stages import (HEAD_PARAMETERS, _accuracy_fn, _cache_options, _frozen,
+                                    _loss_module, _tokenizer_for, _training_set, teacher_cache_setting)
 from tinylab.distill.teacher_outputs import TeacherOutputs, expected_passes, merge_needs
 
 __all__ = ["DISTILBERT_WEIGHTS", "METHODS", "attention_values", "hidden_projection",
@@ -176,10 +176,8 @@ def describe_needs(needs: Mapping[str, Any]) -> str:
 
 def train_distilbert(cfg: Config, teacher, student, data, *, stage: StageConfig | None = None,
                      weights: Mapping[str, float] | None = None,
-                     temperature: float | None = None, tokenizer=None, accelerator=None,
-                     checkpoint_dir: str | Path | None = None,
-                     callbacks: Sequence[Callable[[StepInfo], None]] = (),
-                     progress: bool = True, memory_budget: int | None = None) -> History:
+                     temperature: float | None = None, tokenizer=None,
+                     run: RunOptions | None = None) -> History:
     """DistilBERT's triple loss on the task (Sanh et al. 2019, Sec. 2); trains ``student`` in place.
 
     Shapes: student logits z_S and teacher logits z_T (B, C), gold labels y (B,), last hidden
@@ -212,7 +210,8 @@ def train_distilbert(cfg: Config, teacher, student, data, *, stage: StageConfig 
     t = cfg.kd.temperature if temperature is None else float(temperature)
     stage = stage or dataclasses.replace(cfg.task_prediction, enabled=True)
     tokenizer = _tokenizer_for(teacher, tokenizer)
-    accelerator = accelerator or make_accelerator(cfg.device, cfg.precision)
+    run = as_run_options(run).with_accelerator(cfg)
+    accelerator = run.accelerator
     check_compatible(teacher, student, tokenizer=tokenizer, need_attention=False,
                      layer_mapping=None)
     use_gold = weights["gold"] != 0
@@ -221,9 +220,7 @@ def train_distilbert(cfg: Config, teacher, student, data, *, stage: StageConfig 
     last = need["hidden_states"][0]
     targets = TeacherOutputs(teacher, ds, tokenizer, need,
                              passes=expected_passes(stage, len(ds), accelerator.num_processes),
-                             **teacher_cache_setting(cfg), memory_budget=memory_budget,
-                             batch_size=cfg.eval_batch_size, accelerator=accelerator,
-                             progress=progress)
+                             **teacher_cache_setting(cfg), **_cache_options(cfg, run))
     projection = hidden_projection(student.config.hidden_size, teacher.config.hidden_size,
                                    cfg.seed)
 
@@ -243,9 +240,8 @@ def train_distilbert(cfg: Config, teacher, student, data, *, stage: StageConfig 
     history = train_stage(
         "distilbert", modules={"student": student, "projection": projection}, loss_fn=loss_fn,
         train=ds, tokenizer=tokenizer, stage=stage, seed=cfg.seed,
-        evaluate=_accuracy_fn(student, data.get("validation"), tokenizer, cfg),
-        accelerator=accelerator, checkpoint_dir=checkpoint_dir, callbacks=callbacks,
-        group_by_length=cfg.group_by_length, progress=progress,
+        evaluate=_accuracy_fn(student, data.get("validation"), tokenizer, cfg, accelerator),
+        run=run, group_by_length=cfg.group_by_length,
         info={"weights": weights, "temperature": t,
               "projection": [student.config.hidden_size, teacher.config.hidden_size]})
     history["distilbert"].info["teacher"] = targets.summary()
@@ -257,9 +253,7 @@ def train_distilbert(cfg: Config, teacher, student, data, *, stage: StageConfig 
 # --------------------------------------------------------------------------------------------
 
 def train_minilm(cfg: Config, teacher, student, train, validation=None, *, tokenizer=None,
-                 accelerator=None, checkpoint_dir: str | Path | None = None,
-                 callbacks: Sequence[Callable[[StepInfo], None]] = (), progress: bool = True,
-                 memory_budget: int | None = None) -> dict[str, History]:
+                 run: RunOptions | None = None) -> dict[str, History]:
     """MiniLM's deep self-attention distillation (Wang et al. 2020, Sec. 3), then TinyBERT's
     prediction stage; trains ``student`` in place.
 
@@ -290,7 +284,8 @@ def train_minilm(cfg: Config, teacher, student, train, validation=None, *, token
     from tinylab.models import check_compatible
 
     tokenizer = _tokenizer_for(teacher, tokenizer)
-    accelerator = accelerator or make_accelerator(cfg.device, cfg.precision)
+    run = as_run_options(run).with_accelerator(cfg)
+    accelerator = run.accelerator
     a, b = cfg.task_intermediate, cfg.task_prediction
     check_compatible(teacher, student, tokenizer=tokenizer, need_attention=a.enabled,
                      layer_mapping=None)
@@ -302,10 +297,9 @@ def train_minilm(cfg: Config, teacher, student, train, validation=None, *, token
         teacher, ds, tokenizer,
         merge_needs(*([need_a] if a.enabled else []), *([need_b] if b.enabled else [])),
         passes=expected_passes(a, len(ds), world) + expected_passes(b, len(ds), world),
-        **teacher_cache_setting(cfg), memory_budget=memory_budget,
-        batch_size=cfg.eval_batch_size, accelerator=accelerator, progress=progress)
-    common = dict(train=ds, tokenizer=tokenizer, seed=cfg.seed, accelerator=accelerator,
-                  callbacks=callbacks, group_by_length=cfg.group_by_length, progress=progress)
+        **teacher_cache_setting(cfg), **_cache_options(cfg, run))
+    common = dict(train=ds, tokenizer=tokenizer, seed=cfg.seed,
+                  group_by_length=cfg.group_by_length)
     out: dict[str, History] = {}
 
     if a.enabled:
@@ -330,7 +324,7 @@ def train_minilm(cfg: Config, teacher, student, train, validation=None, *, token
         with _frozen(student, HEAD_PARAMETERS):
             out["minilm"] = train_stage(
                 "minilm", modules={"student": student}, loss_fn=loss_fn, stage=a,
-                checkpoint_dir=_sub(checkpoint_dir, "minilm"),
+                run=run.sub("minilm"),
                 info={"teacher_layer": n, "student_layer": m_last}, **common)
         out["minilm"]["minilm"].info["teacher"] = targets.summary()
 
@@ -346,7 +340,7 @@ def train_minilm(cfg: Config, teacher, student, train, validation=None, *, token
         student.train()
         out["prediction"] = train_stage(
             "prediction", modules={"student": student}, loss_fn=prediction_loss, stage=b,
-            evaluate=_accuracy_fn(student, validation, tokenizer, cfg),
-            checkpoint_dir=_sub(checkpoint_dir, "prediction"), **common)
+            evaluate=_accuracy_fn(student, validation, tokenizer, cfg, accelerator),
+            run=run.sub("prediction"), **common)
         out["prediction"]["prediction"].info["teacher"] = targets.summary()
     return out

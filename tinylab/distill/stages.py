@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -36,8 +35,8 @@ import torch.nn.functional as F
 from tinylab.config import Config, StageConfig, config_hash
 from tinylab.atomic import atomic_directory
 from tinylab.distill.history import History
-from tinylab.distill.loop import (EXAMPLE_INDEX, MODEL_INPUTS, StepInfo, make_accelerator,
-                                  model_inputs, train_stage)
+from tinylab.distill.loop import EXAMPLE_INDEX, MODEL_INPUTS, model_inputs, train_stage
+from tinylab.distill.options import RunOptions, as_run_options
 from tinylab.distill.teacher_outputs import TeacherOutputs, expected_passes, merge_needs
 
 __all__ = ["finetune_teacher", "general_distillation", "general_student", "task_distillation",
@@ -107,15 +106,17 @@ def _frozen(model: torch.nn.Module, prefixes: Sequence[str]) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def _accuracy_fn(model, validation, tokenizer, cfg: Config) -> Callable[[], dict[str, float]] | None:
-    """Validation accuracy and macro-F1 of ``model`` (gold labels), for the loop's evaluations."""
+def _accuracy_fn(model, validation, tokenizer, cfg: Config, accelerator
+                 ) -> Callable[[], dict[str, float]] | None:
+    """Validation accuracy and macro-F1 of ``model`` (gold labels), for the loop's evaluations:
+    every process predicts its share and the predictions are gathered."""
     if validation is None:
         return None
     from tinylab.evaluate import evaluate_model
 
     def evaluate() -> dict[str, float]:
         m = evaluate_model(model, validation, tokenizer, batch_size=cfg.eval_batch_size,
-                           max_length=cfg.data.max_length)
+                           max_length=cfg.data.max_length, accelerator=accelerator)
         return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
     return evaluate
 
@@ -160,8 +161,17 @@ def _teacher_stage(cfg: Config) -> StageConfig:
                        patience=t.patience)
 
 
-def _sub(path: str | Path | None, name: str) -> Path | None:
-    return None if path is None else Path(path) / name
+def _device(cfg: Config, run: RunOptions):
+    """Where results go: the run's accelerator's device, else the one ``cfg.device`` names."""
+    from tinylab.device import resolve_device
+
+    return run.accelerator.device if run.accelerator is not None else resolve_device(cfg.device)
+
+
+def _cache_options(cfg: Config, run: RunOptions) -> dict[str, Any]:
+    """The :class:`TeacherOutputs` arguments that come from the run, not the method."""
+    return dict(memory_budget=run.memory_budget, batch_size=cfg.eval_batch_size,
+                accelerator=run.accelerator, progress=run.progress)
 
 
 def _loss_module(cfg: Config, teacher, student, stage: str):
@@ -223,10 +233,7 @@ def _precision_part(cfg: Config) -> tuple[Any, ...]:
     return () if precision == "fp32" else ({"precision": precision},)
 
 
-def finetune_teacher(cfg: Config, data, *, cache: bool = True, accelerator=None,
-                     checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
-                     resume: bool = False, callbacks: Sequence[Callable[[StepInfo], None]] = (),
-                     progress: bool = True):
+def finetune_teacher(cfg: Config, data, *, cache: bool = True, run: RunOptions | None = None):
     """Fine-tune the teacher backbone on the task; returns ``(model, tokenizer, History)``.
 
     TinyBERT's task-specific distillation needs a teacher that already solves the task (the paper's
@@ -238,14 +245,16 @@ def finetune_teacher(cfg: Config, data, *, cache: bool = True, accelerator=None,
     ``data``: the ``DatasetDict`` of :func:`tinylab.data.load_task`. With ``cache`` the result
     is stored under ``cache_dir()/"teachers"/<teacher_cache_key(cfg)>`` and later calls with
     the same configuration load it instead of training (the history comes along). The model is
-    returned in eval mode, on ``accelerator.device`` (default: the device of ``cfg.device``),
-    whether it was trained now or loaded from the cache: send batches to ``model.device``.
+    returned in eval mode, on ``run.accelerator.device`` (default: the device of
+    ``cfg.device``), whether it was trained now or loaded from the cache: send batches to
+    ``model.device``. ``run``: :class:`~tinylab.distill.options.RunOptions` (checkpoints,
+    resume, callbacks, progress bar, accelerator).
     """
     from tinylab.assets import cache_dir
-    from tinylab.device import resolve_device
     from tinylab.models import load_teacher
 
-    device = accelerator.device if accelerator is not None else resolve_device(cfg.device)
+    run = as_run_options(run)
+    device = _device(cfg, run)
     labels = _label_names(data["train"])
     folder = cache_dir() / "teachers" / teacher_cache_key(cfg)
     if cache and (folder / "history.json").exists():
@@ -258,7 +267,8 @@ def finetune_teacher(cfg: Config, data, *, cache: bool = True, accelerator=None,
 
     from accelerate.utils import set_seed
 
-    accelerator = accelerator or make_accelerator(cfg.device, cfg.precision)
+    run = run.with_accelerator(cfg)
+    accelerator = run.accelerator
     set_seed(cfg.seed)  # the new classification head is drawn from the seeded generator
     model, tokenizer = load_teacher(cfg.teacher.model, num_labels=len(labels), id2label=labels)
     train = _training_set(data["train"], tokenizer, cfg.data.max_length, labels=True)
@@ -271,10 +281,8 @@ def finetune_teacher(cfg: Config, data, *, cache: bool = True, accelerator=None,
     history = train_stage(
         "teacher", modules={"teacher": model}, loss_fn=loss_fn, train=train,
         tokenizer=tokenizer, stage=_teacher_stage(cfg), seed=cfg.seed,
-        evaluate=_accuracy_fn(model, data.get("validation"), tokenizer, cfg),
-        accelerator=accelerator, checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every, resume=resume, callbacks=callbacks,
-        group_by_length=cfg.group_by_length, progress=progress,
+        evaluate=_accuracy_fn(model, data.get("validation"), tokenizer, cfg, accelerator),
+        run=run, group_by_length=cfg.group_by_length,
         info={"model": cfg.teacher.model, "cache_key": folder.name})
     if cache:
         if accelerator.is_main_process:
@@ -293,10 +301,7 @@ def finetune_teacher(cfg: Config, data, *, cache: bool = True, accelerator=None,
 # --------------------------------------------------------------------------------------------
 
 def general_distillation(cfg: Config, teacher, student, corpus, *, tokenizer=None,
-                         accelerator=None, checkpoint_dir: str | Path | None = None,
-                         checkpoint_every: int | None = None, resume: bool = False,
-                         callbacks: Sequence[Callable[[StepInfo], None]] = (),
-                         progress: bool = True, memory_budget: int | None = None) -> History:
+                         run: RunOptions | None = None) -> History:
     """General distillation (the paper's "TinyBERT learning", first stage): train ``student`` in place.
 
     ``teacher``: the *pre-trained, not fine-tuned* backbone (``cfg.teacher.general_model``,
@@ -312,7 +317,7 @@ def general_distillation(cfg: Config, teacher, student, corpus, *, tokenizer=Non
     from tinylab.models import check_compatible
 
     tokenizer = _tokenizer_for(teacher, tokenizer)
-    accelerator = accelerator or make_accelerator(cfg.device, cfg.precision)
+    run = as_run_options(run).with_accelerator(cfg)
     check_compatible(teacher, student, tokenizer=tokenizer,
                      need_attention=cfg.loss.attention_weight != 0,
                      layer_mapping=cfg.loss.layer_mapping)
@@ -320,19 +325,15 @@ def general_distillation(cfg: Config, teacher, student, corpus, *, tokenizer=Non
     criterion = _loss_module(cfg, teacher, student, "general")
     targets = TeacherOutputs(teacher, train, tokenizer, criterion.teacher_layers("general"),
                              passes=expected_passes(cfg.general, len(train),
-                                                    accelerator.num_processes),
-                             **teacher_cache_setting(cfg), memory_budget=memory_budget,
-                             batch_size=cfg.eval_batch_size, accelerator=accelerator,
-                             progress=progress)
+                                                    run.accelerator.num_processes),
+                             **teacher_cache_setting(cfg), **_cache_options(cfg, run))
     student.train()
     with _frozen(student, HEAD_PARAMETERS):
         history = train_stage(
             "general", modules={"student": student, "projections": criterion},
             loss_fn=_layer_loss_fn(targets, "general", criterion.active_terms("general")),
-            train=train, tokenizer=tokenizer, stage=cfg.general, seed=cfg.seed,
-            accelerator=accelerator, checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every, resume=resume, callbacks=callbacks,
-            group_by_length=cfg.group_by_length, progress=progress)
+            train=train, tokenizer=tokenizer, stage=cfg.general, seed=cfg.seed, run=run,
+            group_by_length=cfg.group_by_length)
     history["general"].info["teacher"] = targets.summary()
     return history
 
@@ -359,10 +360,8 @@ def general_cache_key(cfg: Config) -> str:
 
 def general_student(cfg: Config, *, num_labels: int | None = None,
                     id2label: Mapping[int, str] | Sequence[str] | None = None, corpus=None,
-                    teacher=None, tokenizer=None, cache: bool = True, accelerator=None,
-                    checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
-                    resume: bool = False, callbacks: Sequence[Callable[[StepInfo], None]] = (),
-                    progress: bool = True, memory_budget: int | None = None):
+                    teacher=None, tokenizer=None, cache: bool = True,
+                    run: RunOptions | None = None):
     """The general TinyBERT of this configuration: ``(student, History)``, cached.
 
     Builds the student (``cfg.student``, initialised per ``cfg.student.init``) from the
@@ -372,15 +371,15 @@ def general_student(cfg: Config, *, num_labels: int | None = None,
     benchmarks, the command line) load it. The loaded student gets a fresh classification head
     for ``num_labels`` / ``id2label``. ``cfg.general.enabled=False`` skips GD and returns the
     freshly built student with an empty history. The student is returned in training mode on
-    ``accelerator.device`` (default: the device of ``cfg.device``).
+    ``run.accelerator.device`` (default: the device of ``cfg.device``).
     """
     from accelerate.utils import set_seed
 
     from tinylab.assets import cache_dir
-    from tinylab.device import resolve_device
     from tinylab.models import build_student, load_teacher
 
-    device = accelerator.device if accelerator is not None else resolve_device(cfg.device)
+    run = as_run_options(run)
+    device = _device(cfg, run)
 
     if teacher is None:
         teacher, loaded_tok = load_teacher(cfg.teacher.general_model or cfg.teacher.model,
@@ -397,17 +396,14 @@ def general_student(cfg: Config, *, num_labels: int | None = None,
     student = build_student(teacher, cfg.student, **labels)
     if not cfg.general.enabled:
         return student.to(device), History()
-    accelerator = accelerator or make_accelerator(cfg.device, cfg.precision)
+    run = run.with_accelerator(cfg)
+    accelerator = run.accelerator
     tokenizer = _tokenizer_for(teacher, tokenizer)
     if corpus is None:
         from tinylab.data import load_general_corpus
 
         corpus = load_general_corpus(cfg.data)
-    history = general_distillation(cfg, teacher, student, corpus, tokenizer=tokenizer,
-                                   accelerator=accelerator, checkpoint_dir=checkpoint_dir,
-                                   checkpoint_every=checkpoint_every, resume=resume,
-                                   callbacks=callbacks, progress=progress,
-                                   memory_budget=memory_budget)
+    history = general_distillation(cfg, teacher, student, corpus, tokenizer=tokenizer, run=run)
     if cache:
         if accelerator.is_main_process:
             with atomic_directory(folder) as tmp:
@@ -426,10 +422,7 @@ def general_student(cfg: Config, *, num_labels: int | None = None,
 # --------------------------------------------------------------------------------------------
 
 def task_distillation(cfg: Config, teacher, student, train, validation=None, *, tokenizer=None,
-                      accelerator=None, checkpoint_dir: str | Path | None = None,
-                      checkpoint_every: int | None = None, resume: bool = False,
-                      callbacks: Sequence[Callable[[StepInfo], None]] = (), progress: bool = True,
-                      memory_budget: int | None = None) -> dict[str, History]:
+                      run: RunOptions | None = None) -> dict[str, History]:
     """Task-specific distillation (the paper's "TinyBERT learning", second stage); trains ``student`` in place.
 
     ``teacher``: the *fine-tuned* teacher (:func:`finetune_teacher`). ``student``: usually the
@@ -447,21 +440,22 @@ def task_distillation(cfg: Config, teacher, student, train, validation=None, *, 
     The final student is kept (no selection on the validation set: the test numbers stay
     honest). The official code also carries its ``fit_dense`` projection over from the general
     checkpoint; here stage a starts new projections, since the fine-tuned teacher's hidden
-    space is not the pre-trained one the GD projections were fitted to.
+    space is not the pre-trained one the GD projections were fitted to. ``run``: the
+    :class:`~tinylab.distill.options.RunOptions`; each stage checkpoints into its own
+    sub-folder of ``run.checkpoint_dir`` (``intermediate/``, ``prediction/``).
     """
     from tinylab.models import check_compatible
 
     tokenizer = _tokenizer_for(teacher, tokenizer)
-    accelerator = accelerator or make_accelerator(cfg.device, cfg.precision)
+    run = as_run_options(run).with_accelerator(cfg)
+    accelerator = run.accelerator
     a, b = cfg.task_intermediate, cfg.task_prediction
     ds = _training_set(train, tokenizer, cfg.data.max_length, labels=False)
     world = accelerator.num_processes
-    evaluate = _accuracy_fn(student, validation, tokenizer, cfg)
-    common = dict(train=ds, tokenizer=tokenizer, seed=cfg.seed, accelerator=accelerator,
-                  resume=resume, callbacks=callbacks, checkpoint_every=checkpoint_every,
-                  group_by_length=cfg.group_by_length, progress=progress)
-    cache_args = dict(**teacher_cache_setting(cfg), memory_budget=memory_budget,
-                      batch_size=cfg.eval_batch_size, accelerator=accelerator, progress=progress)
+    evaluate = _accuracy_fn(student, validation, tokenizer, cfg, accelerator)
+    common = dict(train=ds, tokenizer=tokenizer, seed=cfg.seed,
+                  group_by_length=cfg.group_by_length)
+    cache_args = dict(**teacher_cache_setting(cfg), **_cache_options(cfg, run))
     criterion = _loss_module(cfg, teacher, student, "intermediate")
     need_a = criterion.teacher_layers("intermediate")
     need_b = criterion.teacher_layers("prediction")
@@ -484,7 +478,7 @@ def task_distillation(cfg: Config, teacher, student, train, validation=None, *, 
                 "intermediate", modules={"student": student, "projections": criterion},
                 loss_fn=_layer_loss_fn(targets.subset(need_a), "intermediate",
                                        criterion.active_terms("intermediate")),
-                stage=a, checkpoint_dir=_sub(checkpoint_dir, "intermediate"), **common)
+                stage=a, run=run.sub("intermediate"), **common)
         out["intermediate"]["intermediate"].info["teacher"] = targets.summary()
 
     if b.enabled:
@@ -503,7 +497,7 @@ def task_distillation(cfg: Config, teacher, student, train, validation=None, *, 
         student.train()
         out["prediction"] = train_stage(
             "prediction", modules={"student": student}, loss_fn=prediction_loss, stage=b,
-            evaluate=evaluate, checkpoint_dir=_sub(checkpoint_dir, "prediction"), **common)
+            evaluate=evaluate, run=run.sub("prediction"), **common)
         out["prediction"]["prediction"].info["teacher"] = targets.summary()
     return out
 
@@ -513,10 +507,8 @@ def task_distillation(cfg: Config, teacher, student, train, validation=None, *, 
 # --------------------------------------------------------------------------------------------
 
 def train_baseline(cfg: Config, teacher, student, data, kind: str = "gold", *,
-                   stage: StageConfig | None = None, tokenizer=None, accelerator=None,
-                   checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None,
-                   resume: bool = False, callbacks: Sequence[Callable[[StepInfo], None]] = (),
-                   progress: bool = True, memory_budget: int | None = None) -> History:
+                   stage: StageConfig | None = None, tokenizer=None,
+                   run: RunOptions | None = None) -> History:
     """Train ``student`` in place the simple way, for a fair comparison with TinyBERT.
 
     * ``kind="gold"``: cross-entropy on the gold labels of ``data["train"]`` - no teacher at
@@ -536,6 +528,7 @@ def train_baseline(cfg: Config, teacher, student, data, kind: str = "gold", *,
     a mapping with ``"train"`` (texts; labels needed for ``"gold"``) and ``"validation"``.
     The history's stage is named ``kind``.
     """
+    run = as_run_options(run)
     if kind not in BASELINES:
         raise ValueError(f"unknown baseline kind {kind!r}; choose one of {BASELINES}")
     if kind != "gold" and teacher is None:
@@ -544,7 +537,8 @@ def train_baseline(cfg: Config, teacher, student, data, kind: str = "gold", *,
 
     stage = stage or dataclasses.replace(cfg.task_prediction, enabled=True)
     tokenizer = _tokenizer_for(teacher if teacher is not None else student, tokenizer)
-    accelerator = accelerator or make_accelerator(cfg.device, cfg.precision)
+    run = run.with_accelerator(cfg)
+    accelerator = run.accelerator
     ds = _training_set(data["train"], tokenizer, cfg.data.max_length, labels=kind != "kd")
     info: dict[str, Any] = {"baseline": kind}
     if kind == "hinton":
@@ -563,9 +557,7 @@ def train_baseline(cfg: Config, teacher, student, data, kind: str = "gold", *,
         targets = TeacherOutputs(teacher, ds, tokenizer, {"hidden_states": [], "attentions": [],
                                                           "logits": True},
                                  passes=expected_passes(stage, len(ds), accelerator.num_processes),
-                                 enabled=cfg.cache_teacher_outputs, memory_budget=memory_budget,
-                                 batch_size=cfg.eval_batch_size, accelerator=accelerator,
-                                 progress=progress)
+                                 enabled=cfg.cache_teacher_outputs, **_cache_options(cfg, run))
 
         if kind == "kd":
             def loss_fn(m, batch):
@@ -582,10 +574,8 @@ def train_baseline(cfg: Config, teacher, student, data, kind: str = "gold", *,
     history = train_stage(
         kind, modules={"student": student}, loss_fn=loss_fn, train=ds, tokenizer=tokenizer,
         stage=stage, seed=cfg.seed, evaluate=_accuracy_fn(student, data.get("validation"),
-                                                          tokenizer, cfg),
-        accelerator=accelerator, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-        resume=resume, callbacks=callbacks, group_by_length=cfg.group_by_length,
-        progress=progress, info=info)
+                                                          tokenizer, cfg, accelerator),
+        run=run, group_by_length=cfg.group_by_length, info=info)
     if kind != "gold":
         history[kind].info["teacher"] = targets.summary()
     return history

@@ -201,6 +201,7 @@ def _tinylab_steps(setup: _StepSetup, accelerator):
     """
     from tinylab.distill.loop import (_collate, _epoch_batches, _make_loader, batch_to_device,
                                       model_inputs, train_stage)
+    from tinylab.distill.options import RunOptions
     from tinylab.distill.stages import _layer_loss_fn
 
     device = accelerator.device
@@ -216,8 +217,8 @@ def _tinylab_steps(setup: _StepSetup, accelerator):
         "intermediate", modules={"student": student, "projections": criterion},
         loss_fn=_layer_loss_fn(targets, "intermediate", criterion.active_terms("intermediate")),
         train=setup.train, tokenizer=setup.tokenizer, stage=setup.stage, seed=_STEP_SEED,
-        accelerator=accelerator, progress=False,
-        callbacks=[lambda info: after.append(_trained(student, criterion))])
+        run=RunOptions(accelerator=accelerator, progress=False,
+                       callbacks=[lambda info: after.append(_trained(student, criterion))]))
     losses = [row["total"] for row in history["intermediate"].steps]
     # the same batches, rebuilt with the loop's own helpers (same seed, same epoch order)
     loader = _make_loader(setup.train, setup.tokenizer, setup.stage.batch_size, _STEP_SEED, True)
