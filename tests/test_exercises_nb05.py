@@ -86,8 +86,8 @@ def test_the_reference_step_is_train_stage_step():
         for name in expected:
             torch.testing.assert_close(got[name], expected[name])
     # the step moved every trained tensor that got a gradient, the projections included
-    assert not torch.equal(before["criterion.hidden_projection.weight"],
-                           got["criterion.hidden_projection.weight"])
+    assert not torch.equal(before["criterion.projections.hidden_projection.weight"],
+                           got["criterion.projections.hidden_projection.weight"])
     assert any(batch["attention_mask"].eq(0).any() for batch in batches)  # padding is tested
 
 

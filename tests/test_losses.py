@@ -415,10 +415,10 @@ def test_shared_projection_and_official_switches(pair):
     t_out, s_out = run(teacher, inputs, False), run(student, inputs, False)
     shared = TinyBertLoss(student.config, teacher.config, shared_projection=True,
                           official_attention=True, official_prediction=True)
-    assert [name for name, _ in shared.named_parameters()] == ["fit_dense.weight",
-                                                               "fit_dense.bias"]
+    assert [name for name, _ in shared.named_parameters()] == [
+        "projections.fit_dense.weight", "projections.fit_dense.bias"]
     paper = TinyBertLoss(student.config, teacher.config)
-    assert {n.split(".")[0] for n, _ in paper.named_parameters()} == {
+    assert {n.split(".")[1] for n, _ in paper.named_parameters()} == {
         "embedding_projection", "hidden_projection"}
     got = shared(s_out, t_out, inputs["attention_mask"])
     expected_att = sum(attention_mse(s_out.attentions[m - 1], t_out.attentions[n - 1],
@@ -483,3 +483,51 @@ def test_tinybert_loss_errors(pair):
     probs = dict(no_attn, attentions=tuple(a.softmax(-1) for a in s_out.attentions))
     with pytest.raises(ValueError, match="probabilities"):
         loss_fn(probs, t_out, inputs["attention_mask"])
+
+
+def test_mapped_terms_equal_per_layer_loops_for_full_and_cached_teacher_outputs(pair):
+    """The pure mapped terms against explicit per-layer sums of the single-layer terms, with
+    the teacher given as its full output and as the cached {layer: tensor} subset."""
+    from tinylab.losses import mapped_attention_loss, mapped_hidden_loss, teacher_layers_for
+
+    teacher, student = pair
+    inputs = batch()
+    t_out, s_out = run(teacher, inputs, False), run(student, inputs, False)
+    mask = inputs["attention_mask"]
+    mapping = [2, 4]
+    w_h = torch.nn.Linear(student.config.hidden_size, teacher.config.hidden_size)
+    loop_attn = sum(attention_mse(s_out.attentions[m - 1], t_out.attentions[n - 1], mask)
+                    for m, n in ((1, 2), (2, 4)))
+    loop_hidden = sum(hidden_mse(w_h(s_out.hidden_states[m]), t_out.hidden_states[n], mask)
+                      for m, n in ((1, 2), (2, 4)))
+    cached = {"attentions": {n: t_out.attentions[n - 1] for n in mapping},
+              "hidden_states": {n: t_out.hidden_states[n] for n in mapping}}
+    for t_attn, t_hidden in ((t_out.attentions, t_out.hidden_states),
+                             (cached["attentions"], cached["hidden_states"])):
+        torch.testing.assert_close(
+            mapped_attention_loss(s_out.attentions, t_attn, mapping, mask), loop_attn)
+        torch.testing.assert_close(
+            mapped_hidden_loss(s_out.hidden_states, t_hidden, mapping, w_h, mask), loop_hidden)
+    assert teacher_layers_for(mapping, ["embedding", "hidden"]) == {
+        "hidden_states": [0, 2, 4], "attentions": [], "logits": False}
+    with pytest.raises(KeyError, match="layer 4 missing"):
+        mapped_attention_loss(s_out.attentions, {2: t_out.attentions[1]}, mapping, mask)
+
+
+def test_projections_identity_shared_and_train_only():
+    from tinylab.projections import TinyBertProjections
+
+    x = torch.randn(2, 3, 8)
+    same = TinyBertProjections(8, 8)
+    torch.testing.assert_close(same.embedding(x), x)
+    torch.testing.assert_close(same.hidden(x), x)
+    two = TinyBertProjections(8, 12)
+    assert two.embedding(x).shape == (2, 3, 12)
+    assert two.w_e is not two.w_h
+    two.train_only(["hidden"])
+    assert [n for n, p in two.named_parameters() if p.requires_grad] == [
+        "hidden_projection.weight", "hidden_projection.bias"]
+    shared = TinyBertProjections(8, 12, shared=True)
+    assert shared.w_e is shared.w_h is shared.fit_dense
+    assert not any(p.requires_grad for p in shared.train_only(["attention"]).parameters())
+    assert all(p.requires_grad for p in shared.train_only(["embedding"]).parameters())

@@ -1,5 +1,10 @@
 """The TinyBERT objective: loss terms as pure functions, the layer mapping, and ``TinyBertLoss``.
 
+Pure terms: :func:`attention_mse`, :func:`hidden_mse`, :func:`soft_cross_entropy`, and their
+sums over the layer mapping :func:`mapped_attention_loss` / :func:`mapped_hidden_loss`.
+:class:`TinyBertLoss` only holds the settings and the projections W_e, W_h
+(:mod:`tinylab.projections`) and calls the terms a stage uses.
+
 Reference: Jiao et al., "TinyBERT: Distilling BERT for Natural Language Understanding",
 Findings of EMNLP 2020 (arXiv 1909.10351), "Transformer distillation": L_embd, L_attn, L_hidn, L_pred. The paper's choices are the
 defaults; the authors' code (``task_distill.py`` / ``general_distill.py``) differs in a few
@@ -13,15 +18,18 @@ the student (and the projections in :class:`TinyBertLoss`) but never the teacher
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tinylab.projections import width_projection  # W_e / W_h; re-exported for notebook 07
+
 __all__ = ["soft_cross_entropy", "kd_kl_div", "hinton_kd_loss", "attention_mse", "hidden_mse", "layer_map",
-           "TinyBertLoss", "STAGES", "LOSS_TERMS",
+           "mapped_attention_loss", "mapped_hidden_loss", "teacher_layers_for",
+           "TinyBertLoss", "STAGES", "LOSS_TERMS", "width_projection",
            "cosine_hidden_loss", "minilm_attention_kl", "minilm_value_relation_kl"]
 
 STAGES = ("general", "intermediate", "prediction")
@@ -276,28 +284,68 @@ def _check_scores(attn: torch.Tensor, who: str) -> None:
                          f"(model) before the forward pass")
 
 
-def width_projection(d_student: int, d_teacher: int) -> nn.Linear:
-    """A learnable ``nn.Linear(d_student, d_teacher)`` mapping student states into the
-    teacher's width (TinyBERT's W_e / W_h); the identity when the widths match. Draws its
-    random weights from the global stream: seed it (or fork the RNG) around the call."""
-    layer = nn.Linear(d_student, d_teacher)
-    if d_student == d_teacher:
-        with torch.no_grad():
-            layer.weight.copy_(torch.eye(d_teacher))
-            layer.bias.zero_()
-    return layer
+def mapped_attention_loss(student_scores: Sequence[torch.Tensor], teacher_scores: Any,
+                          mapping: Sequence[int], attention_mask: torch.Tensor | None = None, *,
+                          official: bool = False) -> torch.Tensor:
+    """L_attn over the layer mapping: ``sum_m attention_mse(A_m^S, A_g(m)^T)``.
+
+    ``student_scores``: the student's M pre-softmax score tensors (B, H, L, L), layer m at
+    index m - 1 (Hugging Face ``attentions``). ``teacher_scores``: the teacher's full tuple, or
+    a cached ``{n: (B, H, L, L)}`` keyed by the 1-based layer. ``mapping[m - 1] = g(m)``
+    (:func:`layer_map`). The first pair is checked to be scores, not probabilities.
+    """
+    total = []
+    for m, n in enumerate(mapping, start=1):
+        student, teacher = student_scores[m - 1], _layer(teacher_scores, n, "attentions", offset=1)
+        if m == 1:
+            _check_scores(student, "student")
+            _check_scores(teacher, "teacher")
+        total.append(attention_mse(student, teacher, attention_mask, official=official))
+    return sum(total)
+
+
+def mapped_hidden_loss(student_hidden: Sequence[torch.Tensor], teacher_hidden: Any,
+                       mapping: Sequence[int], project: Callable[[torch.Tensor], torch.Tensor],
+                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """L_hidn over the layer mapping: ``sum_m MSE(H_m^S W_h, H_g(m)^T)``.
+
+    ``student_hidden``: the student's M + 1 hidden states (B, L, d'), index 0 the embeddings
+    (Hugging Face ``hidden_states``). ``teacher_hidden``: the teacher's full tuple or a cached
+    ``{i: (B, L, d)}`` with the same indexing. ``project``: W_h, (B, L, d') -> (B, L, d).
+    ``attention_mask`` (B, L) restricts the MSE to real tokens (None: every position).
+    """
+    return sum(hidden_mse(project(student_hidden[m]),
+                          _layer(teacher_hidden, n, "hidden_states", offset=0), attention_mask)
+               for m, n in enumerate(mapping, start=1))
+
+
+def teacher_layers_for(mapping: Sequence[int], terms: Collection[str]) -> dict[str, Any]:
+    """What the loss terms ``terms`` read from the teacher, so a loop can cache only that.
+
+    ``{"hidden_states": [i, ...], "attentions": [n, ...], "logits": bool}``: indices into
+    Hugging Face ``hidden_states`` (0 = embeddings) and 1-based transformer layers.
+    """
+    hidden = ([0] if "embedding" in terms else []) + (
+        list(mapping) if "hidden" in terms else [])
+    return {"hidden_states": hidden,
+            "attentions": list(mapping) if "attention" in terms else [],
+            "logits": "prediction" in terms}
 
 
 class TinyBertLoss(nn.Module):
-    """TinyBERT's distillation objective with its learnable projections (L_embd, L_attn, L_hidn, L_pred).
+    """TinyBERT's distillation objective (L_embd, L_attn, L_hidn, L_pred): the settings, the
+    projections, and one call that computes the terms a stage uses.
 
     For student layer m mapped to teacher layer n = g(m) (:func:`layer_map`)::
 
-        embedding  = MSE(E^S W_e, E^T)                              (L_embd)
-        attention  = sum_m attention_mse(A_m^S, A_g(m)^T)           (L_attn)
-        hidden     = sum_m MSE(H_m^S W_h, H_g(m)^T)                 (L_hidn)
+        embedding  = MSE(E^S W_e, E^T)                              (L_embd, hidden_mse)
+        attention  = sum_m attention_mse(A_m^S, A_g(m)^T)           (L_attn, mapped_attention_loss)
+        hidden     = sum_m MSE(H_m^S W_h, H_g(m)^T)                 (L_hidn, mapped_hidden_loss)
         prediction = soft_cross_entropy(z^S, z^T, t)                (L_pred)
         total      = sum of weight * term over the terms the stage uses   (L_model, all lambda = 1)
+
+    The terms are the pure functions named on the right; this class only holds the settings
+    and W_e, W_h (``self.projections``, a :class:`~tinylab.projections.TinyBertProjections`).
 
     Stages: ``"general"`` and ``"intermediate"`` use embedding + attention + hidden (general
     distillation and task-distillation stage a), ``"prediction"`` uses the prediction term only
@@ -332,6 +380,8 @@ class TinyBertLoss(nn.Module):
                  weights: Mapping[str, float] | None = None, temperature: float = 1.0,
                  scale_t2: bool = False, official_attention: bool = False,
                  official_prediction: bool = False, official_hidden: bool = False) -> None:
+        from tinylab.projections import TinyBertProjections
+
         super().__init__()
         _check_temperature(temperature)
         unknown = set(weights or {}) - set(LOSS_TERMS)
@@ -354,16 +404,19 @@ class TinyBertLoss(nn.Module):
         self.official_prediction = official_prediction
         self.official_hidden = official_hidden
         self.shared_projection = shared_projection
-        d_s, d_t = student_config.hidden_size, teacher_config.hidden_size
-        if shared_projection:
-            self.fit_dense = self._projection(d_s, d_t)
-        else:
-            self.embedding_projection = self._projection(d_s, d_t)   # W_e
-            self.hidden_projection = self._projection(d_s, d_t)      # W_h
+        self.projections = TinyBertProjections(student_config.hidden_size,
+                                               teacher_config.hidden_size,
+                                               shared=shared_projection)
 
-    @staticmethod
-    def _projection(d_student: int, d_teacher: int) -> nn.Linear:
-        return width_projection(d_student, d_teacher)
+    @property
+    def embedding_projection(self) -> nn.Linear:
+        """W_e (the shared ``fit_dense`` with ``shared_projection``)."""
+        return self.projections.w_e
+
+    @property
+    def hidden_projection(self) -> nn.Linear:
+        """W_h (the shared ``fit_dense`` with ``shared_projection``)."""
+        return self.projections.w_h
 
     @classmethod
     def from_config(cls, cfg: Any, student_config: Any, teacher_config: Any) -> "TinyBertLoss":
@@ -387,17 +440,8 @@ class TinyBertLoss(nn.Module):
         return [t for t in terms if self.weights[t] != 0]
 
     def teacher_layers(self, stage: str = "intermediate") -> dict[str, Any]:
-        """What the loss reads from the teacher in ``stage``, so a loop can cache only that.
-
-        ``{"hidden_states": [i, ...], "attentions": [n, ...], "logits": bool}``: indices into
-        Hugging Face ``hidden_states`` (0 = embeddings) and 1-based transformer layers.
-        """
-        terms = self.active_terms(stage)
-        hidden = ([0] if "embedding" in terms else []) + (
-            list(self.mapping) if "hidden" in terms else [])
-        return {"hidden_states": hidden,
-                "attentions": list(self.mapping) if "attention" in terms else [],
-                "logits": "prediction" in terms}
+        """What the loss reads from the teacher in ``stage`` (:func:`teacher_layers_for`)."""
+        return teacher_layers_for(self.mapping, self.active_terms(stage))
 
     def select_teacher_outputs(self, teacher_out: Any, stage: str = "intermediate"
                                ) -> dict[str, Any]:
@@ -420,23 +464,13 @@ class TinyBertLoss(nn.Module):
 
     def project_embedding(self, student_embedding: torch.Tensor) -> torch.Tensor:
         """E^S W_e: (B, L, d') -> (B, L, d)."""
-        layer = self.fit_dense if self.shared_projection else self.embedding_projection
-        return layer(student_embedding)
+        return self.projections.embedding(student_embedding)
 
     def project_hidden(self, student_hidden: torch.Tensor) -> torch.Tensor:
         """H^S W_h: (B, L, d') -> (B, L, d)."""
-        layer = self.fit_dense if self.shared_projection else self.hidden_projection
-        return layer(student_hidden)
+        return self.projections.hidden(student_hidden)
 
-    def forward(self, student_out: Any, teacher_out: Any,
-                attention_mask: torch.Tensor | None = None,
-                stage: str = "intermediate") -> dict[str, torch.Tensor]:
-        """Loss components and weighted total; see the class docstring for the inputs."""
-        terms = self.active_terms(stage)
-        s_hidden = _field(student_out, "hidden_states")
-        s_attn = _field(student_out, "attentions")
-        t_hidden = _field(teacher_out, "hidden_states")
-        t_attn = _field(teacher_out, "attentions")
+    def _check_inputs(self, terms: Sequence[str], s_hidden, s_attn, t_hidden, t_attn) -> None:
         if ({"embedding", "hidden"} & set(terms)) and (s_hidden is None or t_hidden is None):
             raise ValueError("hidden states missing: run both models with "
                              "output_hidden_states=True (or cache them with "
@@ -447,6 +481,17 @@ class TinyBertLoss(nn.Module):
         if s_hidden is not None and len(s_hidden) != len(self.mapping) + 1:
             raise ValueError(f"the student returned {len(s_hidden)} hidden states, expected "
                              f"{len(self.mapping) + 1} (embeddings + {len(self.mapping)} layers)")
+
+    def forward(self, student_out: Any, teacher_out: Any,
+                attention_mask: torch.Tensor | None = None,
+                stage: str = "intermediate") -> dict[str, torch.Tensor]:
+        """Loss components and weighted total; see the class docstring for the inputs."""
+        terms = self.active_terms(stage)
+        s_hidden = _field(student_out, "hidden_states")
+        s_attn = _field(student_out, "attentions")
+        t_hidden = _field(teacher_out, "hidden_states")
+        t_attn = _field(teacher_out, "attentions")
+        self._check_inputs(terms, s_hidden, s_attn, t_hidden, t_attn)
 
         candidates = (_field(student_out, "logits"), s_hidden and s_hidden[0],
                       s_attn and s_attn[0])
@@ -462,21 +507,12 @@ class TinyBertLoss(nn.Module):
                                              _layer(t_hidden, 0, "hidden_states", offset=0),
                                              hidden_mask)
         if "hidden" in terms:
-            losses["hidden"] = sum(
-                hidden_mse(self.project_hidden(s_hidden[m]),
-                           _layer(t_hidden, n, "hidden_states", offset=0), hidden_mask)
-                for m, n in enumerate(self.mapping, start=1))
+            losses["hidden"] = mapped_hidden_loss(s_hidden, t_hidden, self.mapping,
+                                                  self.project_hidden, hidden_mask)
         if "attention" in terms:
-            layer_losses = []
-            for m, n in enumerate(self.mapping, start=1):
-                student_scores = s_attn[m - 1]
-                teacher_scores = _layer(t_attn, n, "attentions", offset=1)
-                if m == 1:
-                    _check_scores(student_scores, "student")
-                    _check_scores(teacher_scores, "teacher")
-                layer_losses.append(attention_mse(student_scores, teacher_scores, attention_mask,
-                                                  official=self.official_attention))
-            losses["attention"] = sum(layer_losses)
+            losses["attention"] = mapped_attention_loss(s_attn, t_attn, self.mapping,
+                                                        attention_mask,
+                                                        official=self.official_attention)
         if "prediction" in terms:
             s_logits, t_logits = _field(student_out, "logits"), _field(teacher_out, "logits")
             if s_logits is None or t_logits is None:

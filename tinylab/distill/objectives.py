@@ -97,7 +97,7 @@ def attention_values(model: nn.Module, layer_input: torch.Tensor, layer: int) ->
 def hidden_projection(d_student: int, d_teacher: int, seed: int) -> nn.Linear:
     """A learnable ``nn.Linear(d_student, d_teacher)``: the identity when the widths match,
     else drawn from ``seed`` (so the result does not depend on the global random stream)."""
-    from tinylab.losses import width_projection
+    from tinylab.projections import width_projection
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -183,12 +183,7 @@ def _loss_module(cfg: Config, teacher, student, stage: str):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         criterion = TinyBertLoss.from_config(cfg.loss, student.config, teacher.config)
-    active = set(criterion.active_terms(stage))
-    if criterion.shared_projection:
-        criterion.fit_dense.requires_grad_(bool(active & {"embedding", "hidden"}))
-    else:
-        criterion.embedding_projection.requires_grad_("embedding" in active)
-        criterion.hidden_projection.requires_grad_("hidden" in active)
+    criterion.projections.train_only(criterion.active_terms(stage))
     return criterion
 
 
