@@ -197,6 +197,30 @@ def training_sets(ctx: dict[str, Any], cfg, seed: int, progress: bool) -> dict[s
                                        source_cfg, **args)}
 
 
+def shared_outputs_dir() -> Path:
+    """Where the runs share teacher outputs (:class:`tinylab.distill.TeacherOutputs`)."""
+    from tinylab.assets import cache_dir
+
+    return cache_dir() / "teacher_outputs"
+
+
+def share_teacher_outputs(ctx: dict[str, Any], cfg, texts, progress: bool) -> dict[str, Any]:
+    """Run the teacher once over ``texts`` and keep every layer in :func:`shared_outputs_dir`
+    (or find it there): each variant of this seed then reads the layers it needs from that
+    file instead of running the teacher again."""
+    from tinylab.distill import TeacherOutputs, make_accelerator
+    from tinylab.distill.stages import _training_set
+    from tinylab.distill.teacher_outputs import all_layers
+
+    ds = _training_set(texts, ctx["tokenizer"], cfg.data.max_length, labels=False)
+    outputs = TeacherOutputs(ctx["teacher"], ds, ctx["tokenizer"],
+                             all_layers(ctx["teacher"].config), passes=2,
+                             batch_size=cfg.eval_batch_size, progress=progress,
+                             accelerator=make_accelerator(cfg.device, cfg.precision),
+                             shared_dir=shared_outputs_dir())
+    return outputs.build().summary()
+
+
 def prepare(budget: str, extra: tuple[str, ...], what: str, seed: int, overrides: tuple[str, ...],
             progress: bool) -> str:
     """Fill one cache entry: ``what="augment"`` (the augmented data of ``seed``) or
@@ -208,8 +232,11 @@ def prepare(budget: str, extra: tuple[str, ...], what: str, seed: int, overrides
     cfg = ctx["cfg"].replace(*overrides, seed=seed)
     if what == "augment":
         full = cfg.replace("augment.enabled=true")
-        n = len(training_sets(ctx, full, seed, progress)["augmented"])
-        return f"augmented data, seed {seed}: {n} examples ({time.perf_counter() - start:.0f} s)"
+        sets = training_sets(ctx, full, seed, progress)
+        for texts in sets.values():  # the teacher runs once per training set, for every run
+            share_teacher_outputs(ctx, full, texts, progress)
+        return (f"augmented data and its teacher outputs, seed {seed}: "
+                f"{len(sets['augmented'])} examples ({time.perf_counter() - start:.0f} s)")
     general_student(cfg, num_labels=len(ctx["labels"]), id2label=ctx["labels"],
                     tokenizer=ctx["tokenizer"], run=RunOptions(progress=progress))
     return (f"general student, seed {seed}, {' '.join(overrides) or 'uniform'} "
@@ -249,7 +276,8 @@ def run_one(budget: str, extra: tuple[str, ...], name: str, seed: int, path: str
                                          tokenizer=tokenizer, run=RunOptions(progress=progress))
     set_seed(seed)
     histories: list[Any] = [h_general]
-    common = dict(tokenizer=tokenizer, run=RunOptions(progress=progress))
+    common = dict(tokenizer=tokenizer, run=RunOptions(
+        progress=progress, shared_teacher_outputs=shared_outputs_dir()))
     if variant.kind == "tinybert":
         histories.append(task_distillation(cfg, teacher, student, sets["augmented"], validation,
                                            **common))

@@ -251,6 +251,57 @@ def test_teacher_cache_matches_on_the_fly(cfg, teacher, toy_data):
     assert set(cached(batch, logits_only)) == {"logits"}
 
 
+def test_shared_teacher_outputs_are_built_once_and_equal_a_private_cache(cfg, teacher, toy_data,
+                                                                          tmp_path):
+    """Runs on the same data share one file of every layer; a later run loads it (no teacher
+    pass) and serves its own layers, equal to a private cache; other data, another file."""
+    from tinylab.data import make_dataloader
+    from tinylab.distill.teacher_outputs import shared_file
+
+    model, tok = teacher
+    ds = _training_set(toy_data["train"], tok, 24, labels=False)
+    uniform = {"hidden_states": [0, 2, 4], "attentions": [2, 4], "logits": False}
+    top = {"hidden_states": [3, 4], "attentions": [3, 4], "logits": True}
+    first = TeacherOutputs(model, ds, tok, uniform, passes=2, progress=False, shared_dir=tmp_path)
+    batch = next(iter(make_dataloader(ds, tok, 16, shuffle=True, seed=0)))
+    got = first(batch)
+    assert first.info["shared"] == "built" and len(list(tmp_path.iterdir())) == 1
+    assert set(got["hidden_states"]) == {0, 2, 4} and "logits" not in got
+
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    second = TeacherOutputs(model, ds, tok, top, passes=1, progress=False, shared_dir=tmp_path)
+    mine = TeacherOutputs(model, ds, tok, top, passes=2, progress=False)
+    shared_batch = second(batch)
+    assert second.info["shared"] == "loaded" and second.info["forward_calls"] == 0
+    n_calls = len(calls)
+    private = mine(batch)
+    assert len(calls) > n_calls == 0  # the shared run never called the teacher
+    for key in ("hidden_states", "attentions"):
+        for layer in top[key]:
+            assert torch.equal(shared_batch[key][layer], private[key][layer])
+    assert torch.equal(shared_batch["logits"], private["logits"])
+    model._forward_hooks.clear()
+
+    other = ds.select(range(len(ds) - 1))
+    assert shared_file(tmp_path, model, other, "no") != shared_file(tmp_path, model, ds, "no")
+    assert shared_file(tmp_path, model, ds, "bf16") != shared_file(tmp_path, model, ds, "no")
+
+
+def test_task_distillation_on_shared_teacher_outputs_trains_the_same_student(cfg, teacher,
+                                                                             toy_data, tmp_path):
+    model, tok = teacher
+    students = []
+    for run in (QUIET, RunOptions(progress=False, shared_teacher_outputs=tmp_path),
+                RunOptions(progress=False, shared_teacher_outputs=tmp_path)):
+        student = make_student(model, cfg)
+        h = task_distillation(cfg, model, student, toy_data["train"], tokenizer=tok, run=run)
+        students.append((student, h["intermediate"]["intermediate"].info["teacher"]))
+    assert students[1][1]["shared"] == "built" and students[2][1]["shared"] == "loaded"
+    assert same_weights(students[0][0], students[1][0])
+    assert same_weights(students[0][0], students[2][0])
+
+
 def test_prediction_stage_reuses_logits_of_the_intermediate_stage(cfg, teacher, toy_data):
     model, tok = teacher
     h = task_distillation(cfg, model, make_student(model, cfg), toy_data["train"],

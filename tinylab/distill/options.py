@@ -35,6 +35,10 @@ class RunOptions:
     ``callbacks``: called with a :class:`~tinylab.distill.loop.StepInfo` after every step.
     ``progress``: show tqdm bars (main process only).
     ``memory_budget``: bytes the teacher-output cache may use (default: its own budget).
+    ``shared_teacher_outputs``: a folder where runs on the same training set and teacher share
+    one teacher-output cache on disk (:class:`~tinylab.distill.teacher_outputs.TeacherOutputs`,
+    ``shared_dir``): the first run computes every layer once, later ones load the file. The
+    ablation benchmark uses it; the targets are the float16 copies a private cache holds.
     """
 
     accelerator: Any = None
@@ -44,6 +48,7 @@ class RunOptions:
     callbacks: Sequence[Callable[[Any], None]] = ()
     progress: bool = True
     memory_budget: int | None = None
+    shared_teacher_outputs: str | Path | None = None
 
     def __post_init__(self) -> None:
         if self.checkpoint_every is not None and self.checkpoint_every < 1:

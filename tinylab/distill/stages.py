@@ -171,7 +171,8 @@ def _device(cfg: Config, run: RunOptions):
 def _cache_options(cfg: Config, run: RunOptions) -> dict[str, Any]:
     """The :class:`TeacherOutputs` arguments that come from the run, not the method."""
     return dict(memory_budget=run.memory_budget, batch_size=cfg.eval_batch_size,
-                accelerator=run.accelerator, progress=run.progress)
+                accelerator=run.accelerator, progress=run.progress,
+                shared_dir=run.shared_teacher_outputs)
 
 
 def _loss_module(cfg: Config, teacher, student, stage: str):

@@ -31,14 +31,17 @@ gain can be measured (``History[stage].info["teacher"]``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import time
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 __all__ = ["TeacherOutputs", "DEFAULT_MEMORY_BUDGET", "expected_passes", "merge_needs",
-           "estimate_cache_bytes"]
+           "estimate_cache_bytes", "all_layers", "shared_file"]
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024 ** 3  # 2 GiB
 _TENSOR_OVERHEAD = 250  # bytes of Python/tensor bookkeeping per stored tensor (measured order)
@@ -85,6 +88,31 @@ def estimate_cache_bytes(lengths, need: Mapping[str, Any], teacher_config) -> in
     return 2 * (n_h * tokens * d + n_a * heads * squares) + per_example * len(lengths)
 
 
+def all_layers(teacher_config) -> dict[str, Any]:
+    """Every tensor a loss could read: all hidden states, all layers' scores, the logits."""
+    n = teacher_config.num_hidden_layers
+    return {"hidden_states": list(range(n + 1)), "attentions": list(range(1, n + 1)),
+            "logits": True}
+
+
+def shared_file(directory: str | Path, teacher, train, precision: str) -> Path:
+    """Where the shared teacher outputs of ``teacher`` on ``train`` live in ``directory``.
+
+    The name is a hash of what the outputs depend on: every example's token ids in row order,
+    the teacher's weights (its first and last parameter tensors, which tell fine-tuned
+    teachers apart), and the precision the teacher runs in.
+    """
+    h = hashlib.sha256()
+    for ids in train["input_ids"]:
+        h.update(torch.as_tensor(ids, dtype=torch.int32).numpy().tobytes())
+        h.update(b"|")
+    params = list(teacher.parameters())
+    for p in (params[0], params[-1]):
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    h.update(precision.encode())
+    return Path(directory) / f"teacher-outputs-{h.hexdigest()[:16]}.safetensors"
+
+
 class TeacherOutputs:
     """Teacher targets for one training set; call it with a batch to get them.
 
@@ -94,12 +122,20 @@ class TeacherOutputs:
     ``passes``: how often the stage(s) will see each example (:func:`expected_passes`).
     ``__call__(batch)`` returns ``{"hidden_states": {i: (B, L, d)}, "attentions": {n: (B, H,
     L, L)}, "logits": (B, C)}`` on the batch's device, the format ``TinyBertLoss`` accepts.
+
+    ``shared_dir``: several runs on the same training set and teacher (the ablation benchmark:
+    one seed's augmented data, many variants) can share one cache on disk. The first run
+    computes *every* layer (:func:`all_layers`) once and writes it to
+    ``shared_dir/teacher-outputs-<hash>.safetensors`` (:func:`shared_file`); later runs load
+    that file and serve whichever layers they need, with no teacher pass at all. The targets
+    are the same float16 copies a private cache would hold.
     """
 
     def __init__(self, teacher, train, tokenizer, need: Mapping[str, Any], *, passes: float,
                  enabled: bool = True, memory_budget: int | None = None, batch_size: int = 64,
                  accelerator=None, progress: bool = True,
-                 why_disabled: str = "cache_teacher_outputs=False"):
+                 why_disabled: str = "cache_teacher_outputs=False",
+                 shared_dir: str | Path | None = None):
         self.teacher = teacher.eval().requires_grad_(False)
         self.need = {"hidden_states": list(need["hidden_states"]),
                      "attentions": list(need["attentions"]), "logits": bool(need["logits"])}
@@ -108,9 +144,18 @@ class TeacherOutputs:
             teacher.parameters()).device
         self.teacher.to(device)
         self.store: list[dict[str, torch.Tensor]] | None = None
+        self.layout = self.need  # which tensors the store holds, in order
         lengths = [len(ids) for ids in train["input_ids"]]
         budget = _budget(memory_budget)
         size = estimate_cache_bytes(lengths, self.need, teacher.config)
+        self.shared_path: Path | None = None
+        if enabled and shared_dir is not None:
+            everything = all_layers(teacher.config)
+            shared_size = estimate_cache_bytes(lengths, everything, teacher.config)
+            if shared_size <= budget:
+                self.shared_path = shared_file(shared_dir, self.teacher, train,
+                                               self._precision())
+                self.layout, size, passes = everything, shared_size, max(passes, 2.0)
         if not enabled:
             reason = f"disabled ({why_disabled})"
         elif passes <= 1:
@@ -118,6 +163,8 @@ class TeacherOutputs:
         elif size > budget:
             reason = (f"the cache would need {size / 2**20:.0f} MiB, more than the budget of "
                       f"{budget / 2**20:.0f} MiB ($TINYLAB_TEACHER_CACHE_MB)")
+        elif self.shared_path is not None:
+            reason = f"shared with other runs on the same data ({self.shared_path.name})"
         else:
             reason = f"each example is seen {passes:.2g} times"
         cached = enabled and passes > 1 and size <= budget
@@ -155,6 +202,43 @@ class TeacherOutputs:
         subset["logits"] = out.logits.float()
         return subset
 
+    def _precision(self) -> str:
+        acc = self.accelerator
+        return str(getattr(acc, "mixed_precision", "no")) if acc is not None else "no"
+
+    # -- the shared file -----------------------------------------------------------------------
+    def _load_shared(self, n_examples: int) -> bool:
+        """Fill the store from the shared file; False if there is none (or it does not fit)."""
+        from safetensors import safe_open
+
+        path = self.shared_path
+        if path is None or not path.exists():
+            return False
+        start = time.perf_counter()
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["tinylab"])
+            if meta["layout"] != self.layout or meta["examples"] != n_examples:
+                return False
+            store = [{k: f.get_tensor(f"{i}.{k}") for k in meta["keys"]}
+                     for i in range(n_examples)]
+        self.store = store
+        self.info.update(shared="loaded", build_seconds=time.perf_counter() - start,
+                         bytes=sum(t.numel() * t.element_size() for r in store for t in r.values()))
+        return True
+
+    def _save_shared(self) -> None:
+        from safetensors.torch import save_file
+
+        from tinylab.atomic import atomic_path
+
+        keys = sorted(self.store[0])
+        tensors = {f"{i}.{k}": t.contiguous() for i, r in enumerate(self.store) for k, t in r.items()}
+        meta = {"layout": self.layout, "examples": len(self.store), "keys": keys}
+        self.shared_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.shared_path) as tmp:
+            save_file(tensors, str(tmp), metadata={"tinylab": json.dumps(meta)})
+        self.info["shared"] = "built"
+
     # -- building the cache ------------------------------------------------------------------
     def _build(self, train, tokenizer, lengths, batch_size: int, progress: bool) -> None:
         """Run the teacher once over ``train`` (longest first, so batches barely need padding)
@@ -165,6 +249,8 @@ class TeacherOutputs:
         from tinylab.distill.loop import _collate
         from tinylab.data import make_dataloader
 
+        if self._load_shared(len(lengths)):
+            return
         start = time.perf_counter()
         acc = self.accelerator
         world = acc.num_processes if acc is not None else 1
@@ -175,11 +261,11 @@ class TeacherOutputs:
         chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         mine = chunks[rank::world]
         records: list[tuple[int, dict[str, torch.Tensor]]] = []
-        need_logits = self.need["logits"]
+        need_logits = self.layout["logits"]
         quiet = {} if (progress and rank == 0) else {"disable": True}
         for chunk in tqdm(mine, desc="teacher outputs (once)", dynamic_ncols=True, **quiet):
             batch = {k: v.to(device) for k, v in _collate(loader, chunk).items()}
-            out = self._forward(batch)
+            out = self._forward(batch, self.layout)
             real = batch["attention_mask"].sum(1).tolist()
             for b, idx in enumerate(batch["example_idx"].tolist()):
                 n = int(real[b])
@@ -207,6 +293,10 @@ class TeacherOutputs:
         self.store = store  # type: ignore[assignment]
         self.info["build_seconds"] = time.perf_counter() - start
         self.info["bytes"] = sum(t.numel() * t.element_size() for r in store for t in r.values())
+        if self.shared_path is not None and rank == 0:
+            self._save_shared()
+        if world > 1:
+            acc.wait_for_everyone()
 
     # -- serving a batch ---------------------------------------------------------------------
     def __call__(self, batch: Mapping[str, torch.Tensor],
@@ -214,9 +304,7 @@ class TeacherOutputs:
         """Teacher targets for ``batch`` (which carries ``example_idx``); ``need`` selects a
         subset of this object's tensors (e.g. logits only in the prediction stage)."""
         need = self.need if need is None else need
-        if self._pending is not None:
-            self._build(*self._pending)
-            self._pending = None
+        self.build()
         if self.store is not None:
             return self._from_cache(batch, need)
         ids = batch["example_idx"].tolist()
@@ -245,7 +333,7 @@ class TeacherOutputs:
         out: dict[str, Any] = {}
         if need["hidden_states"]:
             d = rows[0]["hidden"].shape[-1]
-            pick = [self.need["hidden_states"].index(i) for i in need["hidden_states"]]
+            pick = [self.layout["hidden_states"].index(i) for i in need["hidden_states"]]
             hidden = torch.zeros(len(pick), size, length, d)
             for b, r in enumerate(rows):
                 hidden[:, b, :r["hidden"].shape[1]] = r["hidden"][pick]
@@ -253,7 +341,7 @@ class TeacherOutputs:
             out["hidden_states"] = dict(zip(need["hidden_states"], hidden.unbind(0)))
         if need["attentions"]:
             heads = rows[0]["attn"].shape[1]
-            pick = [self.need["attentions"].index(i) for i in need["attentions"]]
+            pick = [self.layout["attentions"].index(i) for i in need["attentions"]]
             attn = torch.full((len(pick), size, heads, length, length),
                               torch.finfo(torch.float32).min)
             for b, r in enumerate(rows):
@@ -264,6 +352,13 @@ class TeacherOutputs:
         if need["logits"]:
             out["logits"] = torch.stack([r["logits"] for r in rows]).to(device)
         return out
+
+    def build(self) -> "TeacherOutputs":
+        """Build the cache now, if it is to be cached (otherwise it is built on first use)."""
+        if self._pending is not None:
+            self._build(*self._pending)
+            self._pending = None
+        return self
 
     def subset(self, need: Mapping[str, Any]):
         """A callable ``batch -> targets`` restricted to ``need`` (one stage's share)."""
