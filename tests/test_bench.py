@@ -74,6 +74,31 @@ def test_ablations_runs_resumes_and_tabulates(tmp_path, bench_cache):
     assert "2 of 2 runs already done; 0 to run" in second.stdout
 
 
+def test_shapes_times_trains_and_tabulates(tmp_path, bench_cache):
+    out = tmp_path / "results"
+    proc = run("shapes.py", "--budget", "ci", "--shapes", "L1-H24-F48,L2-H24-F48", "--seeds", "1",
+               "--rounds", "1", "--repeats", "1", "--output", str(out), *TINY, cache=bench_cache)
+    result = json.loads((out / "shapes.json").read_text())
+    assert result["shapes"] == ["L1-H24-F48", "L2-H24-F48"]
+    for shape in result["shapes"]:
+        speed = result["speed"]["speedup"][shape]["fp32"]
+        # a 1-2 layer, 24-wide student beats the 6-layer, 384-wide teacher
+        assert speed["batch 32"] > 1 and speed["batch 1"] > 0
+        run_file = out / "shapes" / shape / "ablation_runs" / "full__seed42.json"
+        record = json.loads(run_file.read_text())
+        assert record["config"]["student"]["hidden_size"] == 24
+        assert result["accuracy"][shape]["runs"][0]["accuracy"] == record["test"]["accuracy"]
+    assert result["speed"]["params"]["L1-H24-F48"]["non_embedding"] < result["speed"]["params"][
+        "L2-H24-F48"]["non_embedding"]
+    table = (out / "shapes.md").read_text()
+    assert "| L1-H24-F48 |" in table and "speed-up @ 32, fp32" in table
+    assert (out / "shapes.png").stat().st_size > 0
+    assert "shapes: timing the teacher and 2 shape(s)" in proc.stdout
+    bad = subprocess.run([sys.executable, str(BENCH / "shapes.py"), "--shapes", "L2-H100-F48"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode != 0 and "multiple of the teacher's 12 attention heads" in bad.stderr
+
+
 def test_ablations_rejects_unknown_variant(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH / "ablations.py"), "--variants", "full,nope",
                            "--output", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
