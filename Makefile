@@ -55,7 +55,7 @@ course: assets
 CI_NOTEBOOKS := $(CURDIR)/runs/ci-notebooks
 test: assets site-deps
 	TINYLAB_PROFILE=ci TQDM_DISABLE=1 TINYLAB_NOTEBOOK_OUTPUT=$(CI_NOTEBOOKS) \
-		$(BIN)/python -m pytest --nbval-lax --nbval-current-env \
+		$(BIN)/python -m pytest --durations=25 --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
 	$(BIN)/python scripts/site.py build --profile ci --notebooks $(CI_NOTEBOOKS) --output runs/site-ci
 	$(BIN)/python scripts/site.py check --output runs/site-ci
