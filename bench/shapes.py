@@ -142,6 +142,7 @@ def summary_table(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
+    """Each shape at (speed-up at batch 32, test accuracy): filled in bf16, hollow in fp32."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,26 +150,50 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     from tinylab.plots import save_figure
 
-    precision = result["speed"]["precisions"][-1]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for shape in result["shapes"]:
+    precisions = result["speed"]["precisions"]
+    fig, ax = plt.subplots(figsize=(7.0, 4.4))
+    xs = []
+    for i, shape in enumerate(result["shapes"]):
         a = result.get("accuracy", {}).get(shape)
         if not a:
             continue
         values = [100 * r["accuracy"] for r in a["runs"]]
-        x = result["speed"]["speedup"][shape][precision]["batch 32"]
-        ax.errorbar(x, statistics.mean(values),
-                    yerr=statistics.stdev(values) if len(values) > 1 else None,
-                    fmt="o", capsize=3)
-        ax.annotate(shape, (x, statistics.mean(values)), textcoords="offset points",
-                    xytext=(6, 4), fontsize=8)
+        y, err = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+        color = f"C{i}"
+        points = [result["speed"]["speedup"][shape][q]["batch 32"] for q in precisions]
+        xs += points
+        ax.plot(points, [y] * len(points), color=color, linewidth=1, alpha=0.5)
+        for q, x in zip(precisions, points):
+            ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, color=color,
+                        markerfacecolor=color if q == "bf16" else "white")
+        ax.annotate(shape, (max(points), y), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8)
     ax.axvline(10, color="grey", linestyle=":", label="10x")
-    ax.set_xlabel(f"speed-up over the teacher at batch 32 ({precision}, both models)")
+    ax.set_xlim(min(xs + [10]) * 0.9, max(xs + [10]) * 1.2)
+    ax.set_xlabel("speed-up over the teacher at batch 32 (both models in one precision)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Student shapes: accuracy against speed")
+    ax.set_title("Student shapes: accuracy against speed (filled: bf16, hollow: fp32)")
     ax.legend(loc="lower left")
     save_figure(fig, path)
     plt.close(fig)
+
+
+def write_outputs(result: dict[str, Any], out: Path, rounds: int, repeats: int) -> list[str]:
+    lines = ["### Student shapes: accuracy against speed-up", "",
+             f"Command: `{result['command']}`  ",
+             f"Timing machine: "
+             f"{benchlib.machine_line(result['timing_machine']).removeprefix('Machine: ')}  ",
+             f"Timing: the first 32 test sentences, dynamically padded, median of {rounds} "
+             f"interleaved rounds x {repeats} calls; speed-ups are teacher time / student "
+             f"time at the same precision.  ",
+             f"Accuracy: full TinyBERT per shape on budget `{result['budget']}` "
+             f"(`bench/ablations.py --variants full`), seeds from {FIRST_SEED}.", "",
+             summary_table(result), ""]
+    benchlib.write_text(out / "shapes.md", "\n".join(lines))
+    benchlib.write_json(out / "shapes.json", {**result, "rounds": rounds, "repeats": repeats})
+    if result.get("accuracy"):
+        plot(result, out / "shapes.png")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -182,6 +207,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--speed-only", action="store_true", help="time the shapes, train nothing")
+    p.add_argument("--replot", action="store_true",
+                   help="redraw shapes.md and shapes.png from shapes.json; no timing, no training")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="passed on to ablations.py (e.g. a shorter budget for a smoke test)")
     p.add_argument("--output", type=Path, default=None)
@@ -193,6 +220,12 @@ def main(argv=None) -> int:
         raise SystemExit(f"shapes: --seeds must be >= 1, got {args.seeds}")
     benchlib.quiet_libraries()
     out = benchlib.results_dir(args.budget, args.output)
+    if args.replot:
+        result = json.loads((out / "shapes.json").read_text())
+        write_outputs(result, out, result.get("rounds", args.rounds),
+                      result.get("repeats", args.repeats))
+        print(f"shapes: redrew {out / 'shapes.md'} and {out / 'shapes.png'}")
+        return 0
     machine = benchlib.machine_info()
     start = time.perf_counter()
     result: dict[str, Any] = {"budget": args.budget, "shapes": shapes,
@@ -207,19 +240,7 @@ def main(argv=None) -> int:
     result["speed"] = speeds(args.budget, shapes, args.rounds, args.repeats)
     result["timing_machine"] = timing_machine
     result["wall_seconds"] = round(time.perf_counter() - start, 1)
-    table = summary_table(result)
-    lines = ["### Student shapes: accuracy against speed-up", "",
-             f"Command: `{result['command']}`  ",
-             f"Timing: {benchlib.machine_line(timing_machine)}; first 32 test sentences, "
-             f"dynamically padded, median of {args.rounds} interleaved rounds x {args.repeats} "
-             f"calls; speed-ups are teacher time / student time at the same precision.  ",
-             f"Accuracy: full TinyBERT per shape on budget `{args.budget}` "
-             f"(`bench/ablations.py --variants full`), seeds from {FIRST_SEED}.", "",
-             table, ""]
-    benchlib.write_text(out / "shapes.md", "\n".join(lines))
-    benchlib.write_json(out / "shapes.json", result)
-    if not args.speed_only:
-        plot(result, out / "shapes.png")
+    lines = write_outputs(result, out, args.rounds, args.repeats)
     print("\n".join(lines), flush=True)
     return 0
 
