@@ -83,11 +83,18 @@ def speeds(budget: str, shapes: list[str], rounds: int, repeats: int) -> dict[st
     texts = list(load_task(cfg.data)["test"]["text"])
     latency = latency_rounds(timed, tokenizer, texts, rounds, repeats)
     out: dict[str, Any] = {"precisions": precisions, "params": params, "latency": latency,
-                           "speedup": {}}
+                           "speedup": {}, "speedup_best_round": {}}
     for name in shapes:
         out["speedup"][name] = {  # "batch 1", "batch 32": JSON keeps string keys only
             p: {f"batch {b}": latency[f"teacher {p}"][b]["median_ms"]
                 / latency[f"{name} {p}"][b]["median_ms"] for b in (1, 32)} for p in precisions}
+        # The small students' round times are bimodal on a shared 2-core VM (some rounds ~1.5x
+        # slower, the teacher's much less so), so the median over 5 rounds can land in either
+        # mode; the fastest round of each model is the stable figure.
+        out["speedup_best_round"][name] = {
+            p: {f"batch {b}": min(latency[f"teacher {p}"][b]["round_medians_ms"])
+                / min(latency[f"{name} {p}"][b]["round_medians_ms"]) for b in (1, 32)}
+            for p in precisions}
     return out
 
 
@@ -117,16 +124,19 @@ def summary_table(result: dict[str, Any]) -> str:
     sp, acc = result["speed"], result.get("accuracy", {})
     precisions = sp["precisions"]
     header = ["shape", "params (M)", "non-embedding (M)",
-              *[f"speed-up @ 32, {p}" for p in precisions],
+              *[f"speed-up @ 32, {p} (median / fastest round)" for p in precisions],
               *[f"speed-up @ 1, {p}" for p in precisions], "test acc. % (mean ± sd)", "seeds",
               "kept of the teacher %"]
+    best = sp.get("speedup_best_round", {})
     teacher_acc = next((a["teacher_accuracy"] for a in acc.values()
                         if a.get("teacher_accuracy")), None)
     rows = []
     for shape in result["shapes"]:
         p = sp["params"][shape]
         row = [shape, f"{p['total'] / 1e6:.1f}", f"{p['non_embedding'] / 1e6:.2f}",
-               *[f"{sp['speedup'][shape][q]['batch 32']:.1f}x" for q in precisions],
+               *[f"{sp['speedup'][shape][q]['batch 32']:.1f}x / "
+                 f"{best[shape][q]['batch 32']:.1f}x" if shape in best else
+                 f"{sp['speedup'][shape][q]['batch 32']:.1f}x" for q in precisions],
                *[f"{sp['speedup'][shape][q]['batch 1']:.1f}x" for q in precisions]]
         a = acc.get(shape)
         if a:
@@ -160,7 +170,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         values = [100 * r["accuracy"] for r in a["runs"]]
         y, err = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
         color = f"C{i}"
-        points = [result["speed"]["speedup"][shape][q]["batch 32"] for q in precisions]
+        source = result["speed"].get("speedup_best_round") or result["speed"]["speedup"]
+        points = [source[shape][q]["batch 32"] for q in precisions]
         xs += points
         ax.plot(points, [y] * len(points), color=color, linewidth=1, alpha=0.5)
         for q, x in zip(precisions, points):
@@ -170,7 +181,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
                     fontsize=8)
     ax.axvline(10, color="grey", linestyle=":", label="10x")
     ax.set_xlim(min(xs + [10]) * 0.9, max(xs + [10]) * 1.2)
-    ax.set_xlabel("speed-up over the teacher at batch 32 (both models in one precision)")
+    ax.set_xlabel("speed-up over the teacher at batch 32, fastest round (same precision)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Student shapes: accuracy against speed (filled: bf16, hollow: fp32)")
     ax.legend(loc="lower left")
