@@ -159,3 +159,39 @@ def test_run_all_speed_and_inference(tmp_path, bench_cache, tiny_teacher_dir, ti
     assert "### Distillation speed (budget `ci`)" in text and "GEMM" in text
     assert "| prediction | no_reuse |" in text and "| student | int8 dynamic |" in text
     assert "### Ablations" not in text  # not selected with --only
+
+
+def _fake_report(folder: Path, seed: int, student: float, amazon: float,
+                 general_steps: int = 250) -> Path:
+    """The parts of a ``tinylab distill`` report.json that pipeline_levers.py reads."""
+    folder.mkdir(parents=True)
+    report = {"config": {"seed": seed, "general": {"max_steps": general_steps}},
+              "summary": {"teacher_accuracy": 0.8, "student_accuracy": student,
+                          "accuracy_retained": student / 0.8, "speedup_b32": 10.0 + seed % 2},
+              "out_of_domain": {"amazon": {"retained": amazon}},
+              "timings": {"total_seconds": 300.0}}
+    (folder / "report.json").write_text(json.dumps(report))
+    return folder
+
+
+def test_pipeline_levers_tabulates_seeds_and_refuses_mixed_settings(tmp_path):
+    a = _fake_report(tmp_path / "a", 42, 0.76, 0.90)
+    b = _fake_report(tmp_path / "b", 43, 0.80, 0.94)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(BENCH / "pipeline_levers.py"),
+                           "--group", f"base={a},{b}", "--output", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads((out / "levers.json").read_text())[0]
+    # two runs: mean 0.78, sample sd |0.80 - 0.76| / sqrt(2)
+    assert row["student_accuracy"]["mean"] == pytest.approx(0.78)
+    assert row["student_accuracy"]["sd"] == pytest.approx(0.04 / 2 ** 0.5)
+    assert row["kept_amazon"]["values"] == [0.90, 0.94] and row["seeds"] == [42, 43]
+    assert "| base | 42, 43 | 80.0 ± 0.0 | 78.0 ± 2.8 | 97.5 ± 3.5 | 10.5x ± 0.7 | 92.0 ± 2.8 |" \
+        in (out / "levers.md").read_text()
+
+    other = _fake_report(tmp_path / "c", 44, 0.79, 0.91, general_steps=750)
+    proc = subprocess.run([sys.executable, str(BENCH / "pipeline_levers.py"),
+                           "--group", f"mixed={a},{other}", "--output", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "differs from" in proc.stderr and "general" in proc.stderr
