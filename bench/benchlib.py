@@ -58,8 +58,8 @@ BUDGETS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "task_prediction.epochs=10",      # so w/o DA trains as many steps on the 1,200
         "task_prediction.max_steps=300",  # sources alone
     ), "the quick profile (same teacher, general distillation, splits, learning rates; the "
-       "3-layer student the tables were measured with) with the task stages shrunk: 1,200 task sources with up to 2 augmentations "
-       "each, 300 steps per task stage"),
+       "3-layer student the tables were measured with) with the task stages shrunk: 1,200 "
+       "task sources with up to 2 augmentations each, 300 steps per task stage"),
     "quick": ("quick", (), "the quick profile unchanged (the course's budget; several hours "
                            "for the full ablation grid on a 2-core CPU)"),
 }
