@@ -17,7 +17,7 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-TORCH ?= torch==2.13.0
+TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 PROFILE ?= quick
 MATHJAX_VERSION ?= 3.2.2

@@ -149,6 +149,7 @@ def main(argv=None) -> int:
 
     from tinylab.data import load_task, tokenize
     from tinylab.evaluate import count_parameters, evaluate_model, size_on_disk
+    from tinylab.models import load_pretrained
     from tinylab.plots import plot_accuracy_latency, save_figure
 
     if args.teacher:
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"inference: {name} folder {folder} has no config.json; pass a "
                              f"folder written by save_pretrained / tinylab.export")
     tokenizer = AutoTokenizer.from_pretrained(folders["teacher"])
-    fp32 = {name: AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    fp32 = {name: load_pretrained(AutoModelForSequenceClassification, folder).eval()
             for name, folder in folders.items()}
 
     test = load_task(cfg.data)["test"]

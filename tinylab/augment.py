@@ -311,9 +311,10 @@ def _load_mlm(cfg: AugmentConfig, mlm: Any, mlm_tokenizer: Any, tokenizer: Any):
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
         from tinylab.assets import resolve_model_path
+        from tinylab.models import load_pretrained
 
         path = resolve_model_path(cfg.mlm_model)
-        mlm = AutoModelForMaskedLM.from_pretrained(path)
+        mlm = load_pretrained(AutoModelForMaskedLM, path)
         mlm_tokenizer = mlm_tokenizer or AutoTokenizer.from_pretrained(path)
     return mlm.eval(), (mlm_tokenizer or tokenizer)
 

@@ -45,12 +45,9 @@ class PackError(ValueError):
 
 
 def _version() -> str:
-    import importlib.metadata as md
+    from tinylab import __version__
 
-    try:
-        return md.version("tinylab")
-    except md.PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def _entries(root: Path, kinds) -> list[Path]:

@@ -22,6 +22,8 @@ import argparse
 import errno
 import sys
 
+from tinylab import __version__
+
 
 def _cmd_assets_fetch(args: argparse.Namespace) -> int:
     from tinylab import assets
@@ -165,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "distillation pipeline and the course notebooks.")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error")
+    parser.add_argument("--version", action="version",
+                        version=f"tinylab {__version__} (distribution tinylab-course)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_assets = sub.add_parser("assets", help="offline assets (tinylab.assets)")

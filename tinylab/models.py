@@ -44,6 +44,7 @@ from tinylab.config import StudentConfig
 from tinylab.losses import layer_map
 
 __all__ = ["SCORES_ATTN", "use_attention_scores", "uses_attention_scores", "load_teacher",
+           "load_pretrained",
            "student_config", "build_student", "pca_projection", "check_compatible",
            "check_student_shape",
            "INIT_KEYWORDS"]
@@ -103,10 +104,25 @@ def load_teacher(name_or_path: str | os.PathLike, *, num_labels: int | None = No
                          f"BERT students and needs a BERT-family teacher (model_type 'bert')")
     new_head = num_labels is not None or id2label is not None
     _apply_labels(config, num_labels, id2label)
-    model = BertForSequenceClassification.from_pretrained(
-        path, config=config, attn_implementation=SCORES_ATTN, ignore_mismatched_sizes=new_head)
+    model = load_pretrained(BertForSequenceClassification, path, config=config,
+                            attn_implementation=SCORES_ATTN, ignore_mismatched_sizes=new_head)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer
+
+
+def load_pretrained(model_class: Any, name_or_path: str | os.PathLike, **kwargs: Any):
+    """``model_class.from_pretrained(name_or_path, **kwargs)`` with the hub's kernels left out.
+
+    Since transformers 5.25, when the ``kernels`` package is installed (transformers now
+    requires it), ``from_pretrained`` turns ``use_kernels`` on by default, and every
+    ``.train()`` / ``.eval()`` afterwards may re-``kernelize`` the model: swap layers for
+    compiled kernels fetched from the model hub for the device at hand. tinylab's models must
+    stay the plain PyTorch modules the course reads (and that the pre-softmax score capture of
+    :mod:`tinylab.attention` hooks into), must never wait on a network, and ``kernelize``
+    rejects the ``meta`` device the device tests use. So every model tinylab loads gets
+    ``use_kernels=False``: a mode switch is then PyTorch's own ``nn.Module.train``.
+    """
+    return model_class.from_pretrained(name_or_path, use_kernels=False, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,8 +272,8 @@ def _load_pretrained_student(spec: StudentConfig, config: BertConfig
     for name in ("hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
                  "hidden_dropout_prob", "attention_probs_dropout_prob"):
         setattr(config, name, getattr(saved, name))
-    student, info = BertForSequenceClassification.from_pretrained(
-        path, config=config, attn_implementation=SCORES_ATTN, ignore_mismatched_sizes=True,
+    student, info = load_pretrained(
+        BertForSequenceClassification, path, config=config, attn_implementation=SCORES_ATTN, ignore_mismatched_sizes=True,
         output_loading_info=True)
     official = sorted(k for k in info["unexpected_keys"] if k.startswith(OFFICIAL_EXTRA_PREFIXES))
     if official:

@@ -248,6 +248,7 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
     from tinylab.data import tokenize
     from tinylab.evaluate import compare_models, evaluate_model
     from tinylab.export import export_student
+    from tinylab.models import load_pretrained
     from tinylab.plots import plot_accuracy_latency, plot_history, save_figure
 
     labels = data["train"].features["label"].names
@@ -257,7 +258,7 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
                    metadata={**meta, "role": "teacher"})
     export_student(student, tokenizer, out / "student", label_names=labels,
                    metadata={**meta, "role": "student"})
-    models = {name: AutoModelForSequenceClassification.from_pretrained(out / name).eval()
+    models = {name: load_pretrained(AutoModelForSequenceClassification, out / name).eval()
               for name in ("teacher", "student")}
     test = data["test"]
     # Scored at the training max_length, like the validation curves.

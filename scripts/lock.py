@@ -1,0 +1,119 @@
+"""The one tested set of versions: ``requirements/lock.txt``, and ``environment.yml`` from it.
+
+    .venv/bin/python scripts/lock.py            # re-resolve the newest allowed versions (pip-tools)
+    .venv/bin/python scripts/lock.py --env-only # only regenerate environment.yml from the lock
+    .venv/bin/python scripts/lock.py --check    # exit 1 if environment.yml disagrees with the lock
+
+``make lock`` runs the first form. The lock is resolved by pip-tools' ``pip-compile`` from
+``pyproject.toml`` (every extra), against the *CPU* build of torch, and torch itself is left
+out: ``scripts/install_torch.py`` installs the build that fits the machine first, and the
+locked set is then installed with ``pip install -c requirements/lock.txt``. A CUDA build of
+torch brings its own NVIDIA packages, which the lock neither lists nor constrains.
+
+Resolving against the CPU build needs a place that serves ``torch==<version>+cpu``: pip's own
+configuration (a local wheel folder) or PyTorch's CPU index, passed as ``--torch-index``.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCK = ROOT / "requirements" / "lock.txt"
+ENV_YML = ROOT / "environment.yml"
+EXTRAS = ("course", "dev", "site", "deploy")
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
+
+
+def torch_version() -> str:
+    """The torch release the project is tested with (``TORCH_VERSION`` in the Makefile)."""
+    match = re.search(r"^TORCH_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    if match is None:
+        raise SystemExit("scripts/lock.py: the Makefile has no 'TORCH_VERSION ?= X' line")
+    return match.group(1)
+
+
+def read_pins(path: Path = LOCK) -> dict[str, str]:
+    """``{normalised name: version}`` of every ``name==version`` line of a requirements file."""
+    pins = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = _PIN.match(line.strip().lstrip("- ").strip())
+        if match:
+            pins[normalise(match.group(1))] = match.group(2)
+    return pins
+
+
+def normalise(name: str) -> str:
+    """PEP 503 name normalisation (``Foo_Bar`` and ``foo-bar`` are one package)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def environment_yml(pins: dict[str, str], torch: str) -> str:
+    """A conda environment with exactly the locked versions (CPU torch from PyTorch's index)."""
+    lines = [
+        "# Generated from requirements/lock.txt by scripts/lock.py; do not edit by hand.",
+        "# The tested set of versions as a conda environment (CPU build of torch):",
+        "#   conda env create -f environment.yml && conda activate tinylab",
+        "# `make` installs the same set into .venv/ without conda.",
+        "name: tinylab",
+        "channels:",
+        "  - conda-forge",
+        "dependencies:",
+        "  - python=3.11",
+        "  - pip",
+        "  - pip:",
+        f"      - --extra-index-url {TORCH_CPU_INDEX}",
+        f"      - torch=={torch}",
+    ]
+    lines += [f"      - {name}=={version}" for name, version in sorted(pins.items())]
+    lines += ["      - -e .[course,dev,site,deploy]"]
+    return "\n".join(lines) + "\n"
+
+
+def compile_lock(torch_index: str | None) -> None:
+    constraint = ROOT / "requirements" / "torch-cpu.txt"
+    constraint.write_text(f"# written by scripts/lock.py: resolve against the CPU build\n"
+                          f"torch=={torch_version()}+cpu\n", encoding="utf-8")
+    command = [sys.executable, "-m", "piptools", "compile", "--quiet", "--upgrade",
+               *(f"--extra={extra}" for extra in EXTRAS), "--strip-extras",
+               "--unsafe-package=torch", "--no-emit-index-url", "--no-emit-find-links",
+               "--constraint=requirements/torch-cpu.txt",
+               "--output-file=requirements/lock.txt", "pyproject.toml"]
+    if torch_index:
+        command.insert(4, f"--extra-index-url={torch_index}")
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env-only", action="store_true",
+                        help="only regenerate environment.yml from the existing lock")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if environment.yml is not what the lock generates")
+    parser.add_argument("--torch-index", default=None,
+                        help=f"an index serving torch==<version>+cpu (e.g. {TORCH_CPU_INDEX}) "
+                             f"when pip's configuration does not")
+    args = parser.parse_args(argv)
+    if args.check:
+        expected = environment_yml(read_pins(), torch_version())
+        if ENV_YML.read_text(encoding="utf-8") != expected:
+            print("environment.yml disagrees with requirements/lock.txt; regenerate it with "
+                  "`python scripts/lock.py --env-only`", file=sys.stderr)
+            return 1
+        print("environment.yml matches requirements/lock.txt")
+        return 0
+    if not args.env_only:
+        compile_lock(args.torch_index)
+    ENV_YML.write_text(environment_yml(read_pins(), torch_version()), encoding="utf-8")
+    print(f"wrote {LOCK.relative_to(ROOT)} ({len(read_pins())} packages) and "
+          f"{ENV_YML.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
