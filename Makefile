@@ -1,56 +1,65 @@
 # Set-up and the project's jobs. Every target installs what it needs first (idempotent), so on a
-# fresh machine `make course` and `make test` are the only two commands needed.
+# fresh machine `make course` and `make test` are the only two commands needed. `make` alone
+# lists the targets.
 #
-#   make course      the shared models once (`tinylab course prepare`), then the whole course
-#                    (7 notebooks, offline `quick` profile) -> runs/course/
-#   make test        the test suite, including every notebook under the `ci` profile
-#   make lab         open JupyterLab on notebooks/
-#   make distill     the `tinylab distill` pipeline (PROFILE=quick by default)
-#   make bench       the benchmarks in bench/ (see README "Results")
-#   make site        the course as a static site in runs/site/html, checked in headless Chromium
-#                    (PROFILE=quick by default; SITE_NOTEBOOKS=DIR reuses executed notebooks)
-#   make gpu-check   on a machine with a CUDA GPU: the ci pipeline and every notebook on it
-#
-# torch: the CPU build is installed before anything that depends on it (a bare `torch`
-# requirement pulls a multi-GB CUDA build). Elsewhere, point pip at the CPU wheels with
-#   make TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" test
+# Installing: torch first, the build that fits the machine (scripts/install_torch.py: the CPU
+# build on Linux without an NVIDIA GPU, the CUDA build with one; TORCH_BUILD=cpu|cuda|default
+# overrides), then exactly the tested versions of everything else (requirements/lock.txt).
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
+TORCH_BUILD ?=
 TORCH_PIP_ARGS ?=
+PIP_VERSION ?= 26.3
 PROFILE ?= quick
 MATHJAX_VERSION ?= 3.2.2
 SITE_NOTEBOOKS ?=
+TAG ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tinylab-installed
 MATHJAX := $(VENV)/share/mathjax/tex-svg.js
+EXTRAS := course,dev,site,deploy
+LATEST := .venv-latest
 
 export TRANSFORMERS_VERBOSITY ?= error
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# The offline profiles never reach for the model hub; `full` downloads BERT-base and SST-2.
+ifneq ($(PROFILE),full)
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
+endif
 
-.PHONY: setup assets course test lab distill bench gpu-check clean site site-deps browser
+# apt-get as root, else through sudo, else a one-line message naming the package.
+APT_GET = if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get $(1); \
+	elif command -v sudo >/dev/null; then sudo DEBIAN_FRONTEND=noninteractive apt-get $(1); \
+	else echo "make: installing $(2) needs root: run 'apt-get install $(2)' as root, or install it another way"; exit 2; fi
 
-$(STAMP): pyproject.toml
+.DEFAULT_GOAL := help
+.PHONY: help setup assets course test test-latest lab distill bench gpu-check clean site \
+	site-deps browser lock release-check
+
+help: ## list the targets
+	@echo "tinylab: make TARGET [PROFILE=ci|quick|full] [TORCH_BUILD=cpu|cuda|default]"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/\1|\2/' | \
+		awk -F'|' '{ printf "  %-15s %s\n", $$1, $$2 }'
+
+$(STAMP): pyproject.toml requirements/lock.txt scripts/install_torch.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)" $(TORCH_PIP_ARGS)
-	$(BIN)/python -m pip install --quiet -e ".[course,dev,site]"
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tinylab)" >/dev/null
+	$(BIN)/python -m pip install --quiet "pip==$(PIP_VERSION)"
+	$(BIN)/python scripts/install_torch.py --version $(TORCH_VERSION) --build "$(TORCH_BUILD)" \
+		--pip-args "$(TORCH_PIP_ARGS)"
+	$(BIN)/python -m pip install --quiet -c requirements/lock.txt -e ".[$(EXTRAS)]"
+	$(BIN)/python scripts/lock.py --verify
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) ## create .venv/ with torch and the locked set of everything else
 
-assets: setup
+assets: setup ## fetch and verify the offline teacher and data (idempotent)
 	$(BIN)/tinylab assets fetch
 
-# The shared models first (teacher, general student, augmented data: `tinylab course prepare`),
-# then the seven notebooks on that cache, so the per-notebook times in runs/course/summary.md
-# are those of a prepared room (docs/instructor.md) and the total is the empty-cache total.
-course: assets
+course: assets ## the main job: the shared models once, then every notebook -> runs/course/
 	$(BIN)/tinylab course prepare --profile $(PROFILE)
 	$(BIN)/tinylab course run --profile $(PROFILE) --output runs/course
 
@@ -58,18 +67,40 @@ course: assets
 # and nbval's comparison of the stored golden cells with a fresh run (notebooks/*.ipynb).
 # Then the site, built from the notebooks that run just executed, opened in headless Chromium.
 CI_NOTEBOOKS := $(CURDIR)/runs/ci-notebooks
-test: assets site-deps
+test: assets site-deps ## the tests, every notebook under the ci profile, and the site check
+	$(BIN)/python scripts/lock.py --check
 	TINYLAB_PROFILE=ci TQDM_DISABLE=1 TINYLAB_NOTEBOOK_OUTPUT=$(CI_NOTEBOOKS) \
 		$(BIN)/python -m pytest --durations=25 --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
 	$(BIN)/python scripts/site.py build --profile ci --notebooks $(CI_NOTEBOOKS) --output runs/site-ci
 	$(BIN)/python scripts/site.py check --output runs/site-ci
 
+# Drift watch, not a gate: the newest versions pyproject.toml allows, in their own venv.
+test-latest: ## the quick test loop against the newest allowed versions (.venv-latest/)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python scripts/install_torch.py --version $(TORCH_VERSION) \
+		--build "$(TORCH_BUILD)" --pip-args "$(TORCH_PIP_ARGS)"
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]"
+	$(LATEST)/bin/python -m pip list --format=freeze | grep -iE '^(transformers|accelerate|datasets|tokenizers|huggingface.hub|kernels|torch)=='
+	$(LATEST)/bin/tinylab assets fetch --quiet
+	TINYLAB_UNLOCKED=1 TINYLAB_PROFILE=ci TQDM_DISABLE=1 $(LATEST)/bin/python -m pytest -q \
+		-m "not slow" tests
+
+lock: ## requirements/lock.txt and environment.yml from pyproject.toml (UPGRADE=1: newest)
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/python scripts/lock.py $(if $(UPGRADE),--upgrade) \
+		$(if $(TORCH_INDEX),--torch-index $(TORCH_INDEX))
+
+release-check: setup ## tag, version and notebook refs agree; the wheel installs and imports
+	$(BIN)/python scripts/release_check.py $(if $(TAG),--tag $(TAG)) \
+		--torch-version $(TORCH_VERSION) --torch-pip-args "$(TORCH_PIP_ARGS)"
+
 # The site's browser-side pieces: MathJax 3 from the npm registry (served by the site itself,
 # so pages work offline) and Debian's Chromium for the check. Installs what is missing.
 $(MATHJAX): | $(STAMP)
-	@command -v npm >/dev/null || { echo "installing npm (apt-get)"; apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+	@command -v npm >/dev/null || { echo "installing npm (apt-get)"; \
+		{ $(call APT_GET,update -qq,npm); } && { $(call APT_GET,install -y -qq npm,npm); } >/dev/null; }
 	rm -rf $(VENV)/share/mathjax-pack && mkdir -p $(VENV)/share/mathjax-pack $(VENV)/share/mathjax
 	cd $(VENV)/share/mathjax-pack && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && \
 		tar xzf mathjax-$(MATHJAX_VERSION).tgz
@@ -79,30 +110,27 @@ $(MATHJAX): | $(STAMP)
 
 browser:
 	@command -v chromium >/dev/null || { echo "installing chromium (apt-get)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
-		>/dev/null; } || { echo "make: Chromium is needed for the site check; install the \
-		'chromium' package (as root: apt-get install chromium)"; exit 2; }
+		{ $(call APT_GET,update -qq,chromium); } && \
+		{ $(call APT_GET,install -y -qq chromium,chromium); } >/dev/null; }
 
 site-deps: $(MATHJAX) browser
 
-site: assets site-deps
+site: assets site-deps ## the course as a static site in runs/site/html, checked in Chromium
 	$(BIN)/python scripts/site.py build --profile $(PROFILE) \
 		$(if $(SITE_NOTEBOOKS),--notebooks $(SITE_NOTEBOOKS)) --output runs/site
 	$(BIN)/python scripts/site.py check --output runs/site
 
-lab: assets
+lab: assets ## JupyterLab on notebooks/
 	$(BIN)/tinylab course lab
 
-distill: assets
+distill: assets ## the `tinylab distill` pipeline (PROFILE=quick by default) -> runs/PROFILE/
 	$(BIN)/tinylab distill --profile $(PROFILE) --output runs/$(PROFILE)
 
-bench: assets
+bench: assets ## the benchmarks in bench/ (docs/results.md)
 	$(BIN)/python bench/run_all.py
 
-# On a CUDA machine, install a CUDA build of torch instead of the CPU one, e.g.
-#   make TORCH="torch" gpu-check
-gpu-check: assets
+gpu-check: assets ## on a CUDA machine: the ci pipeline and every notebook on the GPU
 	$(BIN)/tinylab gpu-check
 
-clean:
-	rm -rf $(VENV) runs .pytest_cache
+clean: ## remove .venv/, .venv-latest/ and runs/
+	rm -rf $(VENV) $(LATEST) runs .pytest_cache

@@ -1,8 +1,10 @@
 """The one tested set of versions: ``requirements/lock.txt``, and ``environment.yml`` from it.
 
-    .venv/bin/python scripts/lock.py            # re-resolve the newest allowed versions (pip-tools)
+    .venv/bin/python scripts/lock.py            # add what pyproject.toml gained, keep other pins
+    .venv/bin/python scripts/lock.py --upgrade  # re-resolve everything to the newest allowed
     .venv/bin/python scripts/lock.py --env-only # only regenerate environment.yml from the lock
     .venv/bin/python scripts/lock.py --check    # exit 1 if environment.yml disagrees with the lock
+    .venv/bin/python scripts/lock.py --verify   # exit 1 unless this environment is the locked set
 
 ``make lock`` runs the first form. The lock is resolved by pip-tools' ``pip-compile`` from
 ``pyproject.toml`` (every extra), against the *CPU* build of torch, and torch itself is left
@@ -52,6 +54,27 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+# Installed beside the locked set on purpose: torch (installed first, by itself) and what a CUDA
+# build of it brings, the installer's own tools, and tinylab itself.
+NOT_LOCKED = re.compile(r"^(torch|triton|nvidia-.*|cuda-.*|pip|setuptools|wheel|pip-tools|"
+                        r"build|pyproject-hooks|uv|tinylab-course)$")
+
+
+def verify_installed(pins: dict[str, str]) -> list[str]:
+    """What differs between this environment and the lock: missing or other versions, and
+    packages the lock does not list (beyond :data:`NOT_LOCKED`)."""
+    import importlib.metadata as md
+
+    have = {normalise(d.metadata["Name"]): d.version for d in md.distributions()
+            if d.metadata["Name"]}
+    problems = [f"{name}: locked {version}, installed {have.get(name, 'nothing')}"
+                for name, version in sorted(pins.items()) if have.get(name) != version]
+    problems += [f"{name} {version}: installed but not in the lock"
+                 for name, version in sorted(have.items())
+                 if name not in pins and not NOT_LOCKED.match(name)]
+    return problems
+
+
 def environment_yml(pins: dict[str, str], torch: str) -> str:
     """A conda environment with exactly the locked versions (CPU torch from PyTorch's index)."""
     lines = [
@@ -74,11 +97,12 @@ def environment_yml(pins: dict[str, str], torch: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compile_lock(torch_index: str | None) -> None:
+def compile_lock(torch_index: str | None, upgrade: bool = False) -> None:
     constraint = ROOT / "requirements" / "torch-cpu.txt"
     constraint.write_text(f"# written by scripts/lock.py: resolve against the CPU build\n"
                           f"torch=={torch_version()}+cpu\n", encoding="utf-8")
-    command = [sys.executable, "-m", "piptools", "compile", "--quiet", "--upgrade",
+    command = [sys.executable, "-m", "piptools", "compile", "--quiet",
+               *(["--upgrade"] if upgrade else []),
                *(f"--extra={extra}" for extra in EXTRAS), "--strip-extras",
                "--unsafe-package=torch", "--no-emit-index-url", "--no-emit-find-links",
                "--constraint=requirements/torch-cpu.txt",
@@ -98,7 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-index", default=None,
                         help=f"an index serving torch==<version>+cpu (e.g. {TORCH_CPU_INDEX}) "
                              f"when pip's configuration does not")
+    parser.add_argument("--upgrade", action="store_true",
+                        help="re-resolve every package to the newest allowed version")
+    parser.add_argument("--verify", action="store_true",
+                        help="exit 1 unless the running environment holds exactly the lock")
     args = parser.parse_args(argv)
+    if args.verify:
+        problems = verify_installed(read_pins())
+        for line in problems:
+            print(f"lock: {line}", file=sys.stderr)
+        if problems:
+            print(f"this environment is not the locked set ({len(problems)} difference(s)); "
+                  f"reinstall with `make clean setup`", file=sys.stderr)
+            return 1
+        print(f"this environment is exactly requirements/lock.txt ({len(read_pins())} packages)")
+        return 0
     if args.check:
         expected = environment_yml(read_pins(), torch_version())
         if ENV_YML.read_text(encoding="utf-8") != expected:
@@ -108,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print("environment.yml matches requirements/lock.txt")
         return 0
     if not args.env_only:
-        compile_lock(args.torch_index)
+        compile_lock(args.torch_index, args.upgrade)
     ENV_YML.write_text(environment_yml(read_pins(), torch_version()), encoding="utf-8")
     print(f"wrote {LOCK.relative_to(ROOT)} ({len(read_pins())} packages) and "
           f"{ENV_YML.relative_to(ROOT)}")

@@ -2,13 +2,14 @@
 
 The slow test does what a learner's first cell does on Colab, as closely as this machine
 allows: a fresh virtual environment that already has torch (Colab ships its own), then the
-install cell's exact pip requirement pointed at a local ``git+file://`` clone of this
-repository with the release tag, then ``import tinylab`` and ``tinylab assets list``.
+install cell's exact pip requirement and pins pointed at a local ``git+file://`` clone of this
+repository at the ref the cell names, then ``import tinylab`` and ``tinylab assets list``.
+Another test runs the cell itself in a Jupyter kernel that believes it is on Colab, against a
+ref that does not exist, and checks that the notebook stops there in one line.
 """
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -39,16 +40,67 @@ def test_notebooks_are_in_sync_with_the_generated_cells():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_badge_and_install_cell_use_the_one_url(path):
     nb = nbformat.read(path, as_version=4)
-    url, version = colab.repository_url(ROOT), colab.project_metadata(ROOT)["version"]
+    url, ref = colab.repository_url(ROOT), colab.release_ref()
     slug = url.removeprefix("https://github.com/")
     badge = re.search(r"\(https://colab\.research\.google\.com/github/(.+?)/blob/(.+?)/"
                       r"notebooks/(.+?)\.ipynb\)", nb.cells[0].source)
     assert badge, f"{path.name}: no Open-in-Colab badge in the first cell"
-    assert badge.groups() == (slug, f"v{version}", path.stem)
+    assert badge.groups() == (slug, ref, path.stem)
     install = nb.cells[1].source
-    assert f'%pip install -q "tinylab @ git+{url}@v{version}"' in install
-    assert "[course]" not in install and "torch" not in install.split("%pip", 1)[1].split("\n")[0]
-    assert "tinylab assets fetch" in install
+    assert f'TINYLAB_REF = "{ref}"' in install
+    assert f'"tinylab-course[deploy] @ git+{url}@{{TINYLAB_REF}}"' in install
+    assert "[course]" not in install and '"torch' not in install
+    assert '"assets", "fetch"' in install
+
+
+def test_release_ref_is_the_tag_of_a_release_and_main_before_one():
+    assert colab.release_ref("0.2.0") == "v0.2.0"
+    assert colab.release_ref("0.2.0.dev0") == "main"
+
+
+def test_install_cell_pins_the_locked_hugging_face_libraries():
+    lock = (ROOT / "requirements" / "lock.txt").read_text(encoding="utf-8")
+    install = nbformat.read(NOTEBOOKS[0], as_version=4).cells[1].source
+    for pin in colab.colab_pins(ROOT):
+        assert f'"{pin}"' in install and f"\n{pin}\n" in f"\n{lock}"
+
+
+def test_notebook_output_dir_stays_under_content_on_colab(monkeypatch):
+    import types
+
+    monkeypatch.delenv("TINYLAB_OUTPUT", raising=False)
+    assert colab.notebook_output_dir(None) == Path("../runs/course")
+    assert colab.notebook_output_dir("/x/y") == Path("/x/y")
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert colab.notebook_output_dir(None) == Path("/content/runs/course")
+    monkeypatch.setenv("TINYLAB_OUTPUT", "/content/drive/MyDrive/runs")
+    assert colab.notebook_output_dir(None) == Path("/content/drive/MyDrive/runs")
+
+
+@pytest.mark.slow
+def test_a_failed_colab_install_stops_the_notebook_in_one_line(tmp_path):
+    """The install cell, in a real kernel that believes it is on Colab, against a ref that
+    cannot be installed: the cell raises, the next cell never runs, and the error is one line
+    naming the ref."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    missing = tmp_path / "no-such-repository"
+    cell = colab.install_cell_source(ROOT, url=f"file://{missing}", ref="v9.9.9")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import sys, types\n"
+                                  "sys.modules['google.colab'] = types.ModuleType('google.colab')"),
+        nbformat.v4.new_code_cell(cell),
+        nbformat.v4.new_code_cell("print('went on')"),
+    ])
+    client = NotebookClient(nb, kernel_name="python3", timeout=120)
+    with pytest.raises(CellExecutionError):
+        client.execute()
+    error = [o for o in nb.cells[1].outputs if o.output_type == "error"][0]
+    assert error.ename == "SetupFailed"
+    assert len(error.traceback) == 1 and "'v9.9.9'" in error.traceback[0]
+    assert str(missing) in error.traceback[0]
+    assert not nb.cells[2].get("outputs")
 
 
 def test_readme_colab_badges_are_the_generated_ones():
@@ -84,21 +136,30 @@ def test_write_times_takes_only_alone_runs(tmp_path):
         colab.write_times([bad], tmp_path / "t.json", tmp_path / "t.md")
 
 
-def _install_command(cell: str) -> str:
-    line = next(l.strip() for l in cell.splitlines() if l.strip().startswith("%pip install"))
-    return shlex.split(line.removeprefix("%pip install"))[-1]
+def _install_requirements(cell: str) -> list[str]:
+    """The cell's pip arguments: the tinylab requirement at TINYLAB_REF, then the pins."""
+    ref = re.search(r'TINYLAB_REF = "(.+?)"', cell).group(1)
+    requirement = re.search(r'f"(tinylab-course\[deploy\] @ git\+.+?)@\{TINYLAB_REF\}"',
+                            cell).group(1) + "@" + ref
+    pins = re.findall(r'"([A-Za-z0-9._-]+==[^"]+)"', cell)
+    return [requirement, *pins]
 
 
 @pytest.mark.slow
 def test_install_cell_installs_into_a_fresh_environment_with_torch(tmp_path):
     import torch
 
-    requirement = _install_command(nbformat.read(NOTEBOOKS[0], as_version=4).cells[1].source)
-    url, version = colab.repository_url(ROOT), colab.project_metadata(ROOT)["version"]
+    requirement, *pins = _install_requirements(
+        nbformat.read(NOTEBOOKS[0], as_version=4).cells[1].source)
+    url, ref = colab.repository_url(ROOT), colab.release_ref()
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", "--no-local", str(ROOT), str(clone)], check=True)
-    subprocess.run(["git", "-C", str(clone), "tag", "-f", f"v{version}"], check=True,
+    # The clone holds the committed tree; the ref the cell names must exist in it.
+    subprocess.run(["git", "-C", str(clone), "branch", "-f", "main", "HEAD"], check=False,
                    capture_output=True)
+    if ref != "main":
+        subprocess.run(["git", "-C", str(clone), "tag", "-f", ref], check=True,
+                       capture_output=True)
     local = requirement.replace(f"git+{url}", f"git+file://{clone}")
     assert local != requirement
 
@@ -110,12 +171,12 @@ def test_install_cell_installs_into_a_fresh_environment_with_torch(tmp_path):
     # Colab comes with torch; here the same version as the test environment stands in for it.
     torch_version = torch.__version__.split("+")[0]
     subprocess.run([*pip, f"torch=={torch_version}"], check=True)
-    done = subprocess.run([*pip, local], capture_output=True, text=True)
+    done = subprocess.run([*pip, local, *pins], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 
     check = subprocess.run(
         [py, "-c", "import importlib.metadata as md, torch, tinylab; "
-                   "print(torch.__version__, md.version('tinylab')); "
+                   "print(torch.__version__, md.version('tinylab-course')); "
                    "import importlib.util as u; "
                    "print([m for m in ('jupyterlab', 'papermill', 'nbval', 'pytest') "
                    "if u.find_spec(m)])"],
@@ -123,7 +184,7 @@ def test_install_cell_installs_into_a_fresh_environment_with_torch(tmp_path):
     torch_after, tinylab_version, extras = check.stdout.strip().splitlines()[0].split()[0], \
         check.stdout.split()[1], check.stdout.strip().splitlines()[1]
     assert torch_after.split("+")[0] == torch_version  # Colab's torch is kept
-    assert tinylab_version == version
+    assert tinylab_version == colab.package_version()
     assert extras == "[]", f"the install cell pulled development tools: {extras}"
     listed = subprocess.run([str(venv / "bin" / "tinylab"), "assets", "list"],
                             capture_output=True, text=True)

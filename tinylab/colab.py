@@ -6,11 +6,15 @@ here once and copied into the notebooks by :func:`sync_notebooks` (``tinylab cou
 so nothing is typed by hand in six places:
 
 * the repository URL, defined once in ``pyproject.toml`` (``[project.urls] Repository``);
-* an "Open in Colab" badge in the first cell, opening the notebook at the tagged release
-  ``v<version>``;
-* the install cell (the second cell): ``pip install "tinylab @ git+<URL>@v<version>"`` - the
-  runtime dependencies only (no JupyterLab, papermill or pytest), and no torch pin, so Colab
-  keeps its own CUDA build - then ``tinylab assets fetch``. Outside Colab it does nothing;
+* an "Open in Colab" badge in the first cell, opening the notebook at :func:`release_ref`:
+  the tag ``v<version>`` of a release, or ``main`` while the version is a development one
+  (``0.2.0.dev0``); ``make release-check`` checks that the tag, the version and every ref in
+  the notebooks agree;
+* the install cell (the second cell): ``pip install "tinylab-course[deploy] @ git+<URL>@<ref>"``
+  plus exact pins of the Hugging Face libraries from ``requirements/lock.txt`` (the versions
+  the course was tested with; a newer transformers has broken it before), and no torch pin, so
+  Colab keeps its own CUDA build; then ``tinylab assets fetch``. When pip fails the cell stops
+  the notebook with one line that names the ref it tried. Outside Colab it does nothing;
 * the run-time line of the first cell, from the generated table ``docs/notebook-times.json``
   (:func:`write_times`, fed by ``tinylab course run --alone``: each notebook alone, with an
   empty cache).
@@ -18,14 +22,16 @@ so nothing is typed by hand in six places:
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["REPO_ROOT", "project_metadata", "repository_url", "colab_url", "badge_markdown",
-           "install_cell_source", "install_requirement", "run_time_line", "sync_notebooks",
-           "write_times", "TIMES_JSON", "TIMES_MD"]
+__all__ = ["REPO_ROOT", "project_metadata", "repository_url", "release_ref", "colab_url",
+           "badge_markdown", "install_cell_source", "install_requirement", "colab_pins",
+           "notebook_output_dir", "run_time_line", "sync_notebooks", "write_times", "TIMES_JSON",
+           "TIMES_MD", "DISTRIBUTION"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIMES_JSON = REPO_ROOT / "docs" / "notebook-times.json"
@@ -34,6 +40,11 @@ COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 _BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]\(.*\)\]\(.*\)\s*$", re.M)
 _TIME_PARAGRAPH = re.compile(r"\*\*Time\*\*:.*?(?=\n\n\*\*Prerequisites)", re.S)
 _READING = re.compile(r"(\d+) minutes")
+DISTRIBUTION = "tinylab-course"
+# The libraries the install cell pins to their locked versions. Colab's own torch, numpy,
+# pandas and matplotlib are kept: pinning those would downgrade packages Colab relies on.
+COLAB_PINNED = ("transformers", "tokenizers", "huggingface-hub", "accelerate", "datasets",
+                "safetensors", "kernels", "onnx", "onnxruntime", "onnxscript")
 
 
 def project_metadata(root: str | Path = REPO_ROOT) -> dict[str, Any]:
@@ -58,8 +69,31 @@ def repository_url(root: str | Path = REPO_ROOT) -> str:
     return urls["Repository"].rstrip("/")
 
 
-def _release(root: str | Path = REPO_ROOT) -> str:
-    return "v" + project_metadata(root)["version"]
+def package_version() -> str:
+    """The one version, ``tinylab.__version__`` (``pyproject.toml`` reads it from there)."""
+    from tinylab import __version__
+
+    return __version__
+
+
+def release_ref(version: str | None = None) -> str:
+    """The git ref the badges and install cells point at: ``v<version>`` for a release,
+    ``main`` for a development version (one with ``.dev``), which has no tag yet."""
+    version = version or package_version()
+    return "main" if ".dev" in version else f"v{version}"
+
+
+def colab_pins(root: str | Path = REPO_ROOT) -> list[str]:
+    """``name==version`` from ``requirements/lock.txt`` for each of :data:`COLAB_PINNED`."""
+    lock = Path(root) / "requirements" / "lock.txt"
+    if not lock.is_file():
+        raise FileNotFoundError(f"{lock} not found: the install cell pins the locked versions "
+                                f"(`make lock` writes it)")
+    found = dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", lock.read_text(encoding="utf-8"), re.M))
+    missing = [name for name in COLAB_PINNED if name not in found]
+    if missing:
+        raise ValueError(f"{lock} lacks {missing}; regenerate it with `make lock`")
+    return [f"{name}=={found[name]}" for name in COLAB_PINNED]
 
 
 def colab_url(notebook: str, root: str | Path = REPO_ROOT) -> str:
@@ -70,7 +104,7 @@ def colab_url(notebook: str, root: str | Path = REPO_ROOT) -> str:
         raise ValueError(f"Colab opens notebooks from GitHub; {url!r} is not a github.com "
                          f"repository URL")
     return (f"https://colab.research.google.com/github/{match.group(1)}/blob/"
-            f"{_release(root)}/notebooks/{notebook}.ipynb")
+            f"{release_ref()}/notebooks/{notebook}.ipynb")
 
 
 def badge_markdown(notebook: str, root: str | Path = REPO_ROOT) -> str:
@@ -78,25 +112,70 @@ def badge_markdown(notebook: str, root: str | Path = REPO_ROOT) -> str:
     return f"[![Open In Colab]({COLAB_BADGE})]({colab_url(notebook, root)})"
 
 
-def install_requirement(root: str | Path = REPO_ROOT) -> str:
-    """The pip requirement of the install cell: the tagged release, runtime dependencies only."""
-    return f"tinylab @ git+{repository_url(root)}@{_release(root)}"
+def install_requirement(root: str | Path = REPO_ROOT, *, url: str | None = None,
+                        ref: str | None = None) -> str:
+    """The pip requirement of the install cell: runtime dependencies and ONNX Runtime only."""
+    return f"{DISTRIBUTION}[deploy] @ git+{url or repository_url(root)}@{ref or release_ref()}"
 
 
-def install_cell_source(root: str | Path = REPO_ROOT) -> str:
-    """The second cell of every notebook."""
+def install_cell_source(root: str | Path = REPO_ROOT, *, url: str | None = None,
+                        ref: str | None = None) -> str:
+    """The second cell of every notebook.
+
+    On Colab it installs :func:`install_requirement` with :func:`colab_pins`, then fetches the
+    assets. A failure of either stops the notebook there, in one line naming the ref (an
+    exception whose ``_render_traceback_`` is that line: IPython prints it instead of a
+    traceback), rather than a cell later at ``import tinylab``.
+    """
+    url, ref = url or repository_url(root), ref or release_ref()
+    pins = [f'"{pin}"' for pin in colab_pins(root)]
+    pin_lines = [", ".join(pins[i:i + 4]) for i in range(0, len(pins), 4)]
     return "\n".join([
         "# Colab (or any fresh machine): install tinylab and fetch the offline assets. Colab's own",
-        "# torch is kept (tinylab asks for torch>=2.2 only). Locally `make lab` did all this and",
-        "# this cell does nothing. To keep the cache (fine-tuned teacher, students) across Colab",
-        "# sessions, mount Google Drive and point TINYLAB_CACHE at it before running the cell:",
+        "# torch is kept (tinylab asks for torch>=2.2 only); the Hugging Face libraries are pinned",
+        "# to the tested versions. Locally `make lab` did all this and this cell does nothing.",
+        "# To keep the cache (fine-tuned teacher, students) across Colab sessions, mount Google",
+        "# Drive and point TINYLAB_CACHE at it before running the cell:",
         '#   from google.colab import drive; drive.mount("/content/drive")',
         '#   import os; os.environ["TINYLAB_CACHE"] = "/content/drive/MyDrive/tinylab-cache"',
-        "import sys",
+        "import subprocess, sys",
         'if "google.colab" in sys.modules:',
-        f'    %pip install -q "{install_requirement(root)}"',
-        "    !tinylab assets fetch --quiet",
+        f'    TINYLAB_REF = "{ref}"',
+        "    PINS = [" + (",\n            ".join(pin_lines)) + "]",
+        "",
+        "    class SetupFailed(Exception):",
+        "        def _render_traceback_(self):  # one line instead of a traceback",
+        '            return [f"SetupFailed: {self}"]',
+        "",
+        "    def run(*args):",
+        "        done = subprocess.run([sys.executable, \"-m\", *args], capture_output=True, text=True)",
+        "        last = (done.stderr.strip().splitlines() or [\"no output\"])[-1]",
+        "        return done.returncode == 0, last",
+        "",
+        '    ok, why = run("pip", "install", "-q",',
+        f'                  f"{DISTRIBUTION}[deploy] @ git+{url}@{{TINYLAB_REF}}", *PINS)',
+        "    if not ok:",
+        f'        raise SetupFailed(f"pip could not install tinylab from {url} at ref "',
+        '                          f"{TINYLAB_REF!r} ({why}); check the ref, or Runtime > Restart")',
+        '    ok, why = run("tinylab", "assets", "fetch", "--quiet")',
+        "    if not ok:",
+        '        raise SetupFailed(f"tinylab assets fetch failed ({why})")',
     ])
+
+
+def notebook_output_dir(value: str | os.PathLike | None = None) -> Path:
+    """Where a notebook writes its results: ``value`` if given (papermill's ``OUTPUT_DIR``),
+    else ``/content/runs/course`` on Colab (the notebook's working folder there is
+    ``/content``; ``../runs`` would land in ``/runs``, outside it and outside Drive), else
+    ``../runs/course`` from the notebooks folder of a checkout.
+    ``$TINYLAB_OUTPUT`` overrides both defaults (e.g. a folder on the mounted Drive)."""
+    if value:
+        return Path(value)
+    if os.environ.get("TINYLAB_OUTPUT"):
+        return Path(os.environ["TINYLAB_OUTPUT"])
+    if "google.colab" in sys.modules:
+        return Path("/content/runs/course")
+    return Path("../runs/course")
 
 
 # --------------------------------------------------------------------------------------------
