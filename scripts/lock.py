@@ -111,6 +111,11 @@ def compile_lock(torch_index: str | None, upgrade: bool = False) -> None:
         command.insert(4, f"--extra-index-url={torch_index}")
     print("+", " ".join(command), flush=True)
     subprocess.run(command, cwd=ROOT, check=True)
+    local = [line for line in LOCK.read_text(encoding="utf-8").splitlines()
+             if "file://" in line and not line.lstrip().startswith("#")]
+    if local:
+        raise SystemExit(f"scripts/lock.py: the lock names a local path ({local[0]}): a package "
+                         f"must not require itself through an extra")
 
 
 def main(argv: list[str] | None = None) -> int:

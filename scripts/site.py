@@ -40,8 +40,8 @@ from urllib.parse import unquote, urldefrag, urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = ".tinylab-site"
-DOCS = ["instructor", "notebook-times", "paper-vs-code", "references", "design", "faults",
-        "offline-assets"]
+DOCS = ["instructor", "notebook-times", "results", "paper-vs-code", "references", "design",
+        "devices", "faults", "offline-assets"]
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
@@ -162,7 +162,9 @@ def landing_page(notebooks: dict[str, dict], times: dict, profile: str, built: s
         "- [Instructor guide](docs/instructor.md): agendas, room preparation, questions, errors.",
         "- [TinyBERT: the paper and the authors' code](docs/paper-vs-code.md); "
         "[references and glossary](docs/references.md).",
-        "- [Design](docs/design.md) and the [API reference](api/index.md).",
+        "- [Results](docs/results.md): every benchmark table and how far each target is met.",
+        "- [Design](docs/design.md), [devices and precision](docs/devices.md) and the "
+        "[API reference](api/index.md).",
         "- [Faults and bad input](docs/faults.md), [offline assets](docs/offline-assets.md).",
         "",
         "```{toctree}",
@@ -250,7 +252,8 @@ def build(profile: str, output: Path, notebooks: Path | None) -> Path:
     if notebooks is None:
         notebooks = output / "notebooks"
         os.environ.setdefault("TQDM_DISABLE", "1")  # text progress, not widgets, in outputs
-        if run_course(profile, notebooks, progress=False) != 0:
+        # the site's own folder: earlier builds' executed copies are replaced
+        if run_course(profile, notebooks, progress=False, overwrite=True) != 0:
             raise SiteError(f"a notebook failed under profile {profile!r}; see "
                             f"{notebooks / 'summary.md'}")
     executed = find_executed(notebooks, names)
