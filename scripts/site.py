@@ -40,8 +40,8 @@ from urllib.parse import unquote, urldefrag, urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = ".tinylab-site"
-DOCS = ["instructor", "notebook-times", "results", "paper-vs-code", "references", "design",
-        "devices", "faults", "offline-assets"]
+DOCS = ["instructor", "notebook-times", "results", "paper-vs-code", "references", "equations",
+        "design", "devices", "faults", "offline-assets"]
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]

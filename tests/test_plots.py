@@ -171,3 +171,23 @@ def test_plot_attention_keeps_long_sentences_legible():
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert len(labels) <= 40 and labels[:2] == ["t0", "t3"]
     assert fig.get_size_inches()[0] > 3.6 * 2                   # grew with the tokens
+
+
+def test_plot_attention_share_scale_gives_teacher_and_student_one_colour_scale():
+    tokens = ["[CLS]", "good", "film", "[SEP]", "[PAD]"]
+    teacher = torch.randn(3, 5, 5) * 4
+    student = torch.randn(3, 5, 5) * 0.5 + 1
+    teacher[..., -1] = student[..., -1] = torch.finfo(torch.float32).min   # padded key column
+    fig = plots.plot_attention({"teacher": teacher, "student": student}, tokens, head="mean",
+                               share_scale=True)
+    images = [ax.get_images()[0] for ax in fig.get_axes() if ax.get_images()]
+    assert len(images) == 2
+    (t_min, t_max), (s_min, s_max) = (im.get_clim() for im in images)
+    assert (t_min, t_max) == (s_min, s_max)
+    shown = torch.stack([teacher.mean(0)[:, :-1], student.mean(0)[:, :-1]])
+    assert t_min == pytest.approx(shown.min().item(), rel=1e-5)
+    assert t_max == pytest.approx(shown.max().item(), rel=1e-5)
+    # without it each panel keeps its own scale (scores next to probabilities)
+    own = plots.plot_attention({"teacher": teacher, "student": student}, tokens, head="mean")
+    clims = [ax.get_images()[0].get_clim() for ax in own.get_axes() if ax.get_images()]
+    assert clims[0] != clims[1]

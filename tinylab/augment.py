@@ -10,18 +10,31 @@ makes new sentences by word replacement. For every source sentence, ``N_a`` time
 
 Candidates for a word:
 
-* **single-piece words** (one WordPiece): the paper masks the word and takes the top-K
-  predictions of a masked-LM (BERT). Used here when ``AugmentConfig.mlm_model`` is set (e.g.
+* **single-piece words** (one WordPiece): the paper masks the word and takes the K most
+  *probable* predictions of a masked-LM (BERT) in that context: a ranking by probability, not
+  "nearest" words. Used here when ``AugmentConfig.mlm_model`` is set (e.g.
   ``"bert-base-uncased"`` with the hub) or an MLM model object is passed;
-* **multi-piece words**: the paper takes the K nearest GloVe vectors by cosine similarity.
-  No GloVe file ships offline, so tinylab uses the teacher's own word-embedding table instead:
-  the mean of the word's piece vectors, compared with every whole-word vocabulary entry;
-* **offline default** (no masked-LM available): all words use those embedding neighbours.
+* **multi-piece words**: the paper takes the K nearest GloVe vectors by cosine similarity (the
+  official script reads GloVe's first 100,000 words only). No GloVe file ships offline, so
+  tinylab uses the teacher's own word-embedding table instead: the mean of the word's piece
+  vectors, compared with every whole-word vocabulary entry;
+* **offline default** (no masked-LM available): all words use those embedding neighbours. This
+  is a weaker substitute for the masked LM: a static embedding table ignores the context, so
+  a word's neighbours are other forms of the same word (plural, comparative, another part of
+  speech), related words and sometimes words of the opposite sentiment; many generated
+  sentences are ungrammatical, and some change their meaning.
 
 Augmented sentences have *no* gold label: the teacher labels them during distillation (its
 soft predictions are the targets), which is the point of the method. The ``label`` column
 returned here is the gold label of the *source* sentence, kept only so that
 :func:`inspect_augmentations` can show it; training code must not use it as a target.
+
+The paper gives p_t = 0.4, N_a = 20, K = 15 (``AugmentConfig``'s defaults). The authors'
+``data_augmentation.py`` sets N per task instead (SST-2 and QNLI 20; CoLA, MRPC, RTE and STS-B
+30; MNLI and QQP 10; 30 otherwise), skips stop-words and non-alphabetic words (as
+:func:`is_eligible` does), and computes each word's candidates once, on the *original*
+sentence, where the paper's Algorithm 1 masks the sentence as replaced so far; tinylab does
+what the script does. docs/paper-vs-code.md tabulates all of this.
 
 How tinylab differs from the authors' ``data_augmentation.py``:
 
@@ -29,7 +42,8 @@ How tinylab differs from the authors' ``data_augmentation.py``:
   forward per word; a batched version is reported to be about 8x faster;
 * only the masked positions go through the vocabulary projection, and the top-K is taken
   after removing the word itself, ``##`` pieces, special tokens and non-alphabetic tokens
-  (the official script only removes ``##`` pieces, so its K often include the word itself);
+  (the official script takes the top K and then drops ``##`` pieces, so its lists can hold
+  fewer than K words and can include the word itself);
 * the sentence's original spacing and punctuation are kept (the official script re-joins
   lower-cased basic-tokenizer tokens with spaces); a capitalised word gets a capitalised
   replacement (the official script does this for GloVe candidates only);

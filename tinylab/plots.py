@@ -285,7 +285,7 @@ def plot_attention(scores_or_probs: Any, tokens: Sequence[str], *,
                    titles: Sequence[str] | None = None, head: int | str | None = None,
                    attention_mask: Any = None, trim: bool = True,
                    mask_threshold: float = -1e2, cmap: str = "viridis",
-                   max_cols: int = 4) -> Figure:
+                   max_cols: int = 4, share_scale: bool = False) -> Figure:
     """Attention matrices as heatmaps side by side (rows: queries, columns: keys).
 
     ``scores_or_probs``: one map or a list / dict of maps (dict keys become titles, e.g.
@@ -305,6 +305,11 @@ def plot_attention(scores_or_probs: Any, tokens: Sequence[str], *,
     official code), which would swamp the colour scale: values ``<= mask_threshold`` (-1e2,
     the official code's cut-off) are left blank. Probabilities (>= 0) are unaffected.
     The panels grow with the number of tokens so that their labels stay readable.
+
+    ``share_scale=True`` draws every panel on one colour scale (the smallest and largest value
+    shown in any of them), so that the same colour means the same number in each: use it to
+    compare a teacher's map with a student's. Leave it off for maps of different quantities
+    (scores next to probabilities), which each need their own scale.
     """
     from matplotlib.patches import Rectangle
 
@@ -326,9 +331,13 @@ def plot_attention(scores_or_probs: Any, tokens: Sequence[str], *,
                   for title, a in panels]
     side = min(9.0, max(3.6, 0.22 * len(tokens) + 1.6))
     fig, axes = _grid(len(panels), max_cols=max_cols, width=side, height=side - 0.2)
-    for ax, (title, a) in zip(axes, panels):
-        shown = np.where(a <= mask_threshold, np.nan, a)
-        im = ax.imshow(shown, cmap=cmap, aspect="equal")
+    shown_maps = [np.where(a <= mask_threshold, np.nan, a) for _, a in panels]
+    limits: dict[str, float] = {}
+    if share_scale and any(np.isfinite(m).any() for m in shown_maps):
+        limits = {"vmin": float(min(np.nanmin(m) for m in shown_maps if np.isfinite(m).any())),
+                  "vmax": float(max(np.nanmax(m) for m in shown_maps if np.isfinite(m).any()))}
+    for ax, (title, a), shown in zip(axes, panels, shown_maps):
+        im = ax.imshow(shown, cmap=cmap, aspect="equal", **limits)
         _token_ticks(ax, tokens)
         if box is not None:
             ax.add_patch(Rectangle((box[0], box[0]), box[1], box[1], fill=False,

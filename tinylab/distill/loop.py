@@ -172,8 +172,9 @@ def _adamw(groups: list[dict], lr: float, device: torch.device) -> torch.optim.A
 
 
 def _scheduler(optimizer, stage: StageConfig, total_steps: int):
-    """transformers' warm-up schedules: linear decay to 0, or constant after warm-up (the
-    official code's intermediate stage)."""
+    """transformers' warm-up schedules: linear decay to 0, or constant after warm-up. Both
+    warm up for ``stage.warmup_ratio`` of the steps; the official code's intermediate stage
+    (constant, no warm-up) is ``schedule="constant"`` with ``warmup_ratio=0``."""
     from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
     warmup = int(stage.warmup_ratio * total_steps)

@@ -395,7 +395,7 @@ def augment_sentence(words: list[str], candidates: dict[int, list[str]], p_t: fl
     """``n_aug`` new versions of a sentence (TinyBERT, Jiao et al. 2020, Alg. 1).
 
     ``words``: the sentence as a list of words. ``candidates[i]``: the replacement words of
-    word ``i`` (its K nearest; empty or absent: never replaced). For each attempt, every word
+    word ``i`` (up to K candidates; empty or absent: never replaced). For each attempt, every word
     with candidates is replaced with probability ``p_t`` (one coin per word) by a candidate
     drawn uniformly; the other words stay. Every attempt starts from the original sentence.
     Returns ``n_aug`` lists of words, one per attempt (repeats included). All randomness
