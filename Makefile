@@ -75,13 +75,17 @@ test: assets site-deps ## the tests, every notebook under the ci profile, and th
 	$(BIN)/python scripts/site.py build --profile ci --notebooks $(CI_NOTEBOOKS) --output runs/site-ci
 	$(BIN)/python scripts/site.py check --output runs/site-ci
 
-# Drift watch, not a gate: the newest versions pyproject.toml allows, in their own venv.
+# Drift watch, not a gate: the newest versions pyproject.toml allows, in their own venv (torch
+# stays the build install_torch.py chose: an eager upgrade would swap the CPU build for CUDA's).
 test-latest: ## the quick test loop against the newest allowed versions (.venv-latest/)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST)/bin/python scripts/install_torch.py --version $(TORCH_VERSION) \
 		--build "$(TORCH_BUILD)" --pip-args "$(TORCH_PIP_ARGS)"
-	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]"
+	$(LATEST)/bin/python -c "import importlib.metadata as m; print('torch==' + m.version('torch'))" \
+		> $(LATEST)/torch-kept.txt
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
+		-c $(LATEST)/torch-kept.txt -e ".[$(EXTRAS)]"
 	$(LATEST)/bin/python -m pip list --format=freeze | grep -iE '^(transformers|accelerate|datasets|tokenizers|huggingface.hub|kernels|torch)=='
 	$(LATEST)/bin/tinylab assets fetch --quiet
 	TINYLAB_UNLOCKED=1 TINYLAB_PROFILE=ci TQDM_DISABLE=1 $(LATEST)/bin/python -m pytest -q \
