@@ -63,15 +63,14 @@ course: assets ## the main job: the shared models once, then every notebook -> r
 	$(BIN)/tinylab course prepare --profile $(PROFILE)
 	$(BIN)/tinylab course run --profile $(PROFILE) --output runs/course
 
-# One pytest run: the unit tests, every notebook under the ci profile (tests/test_notebooks.py),
-# and nbval's comparison of the stored golden cells with a fresh run (notebooks/*.ipynb).
-# Then the site, built from the notebooks that run just executed, opened in headless Chromium.
+# One pytest run: the unit tests and every notebook under the ci profile, executed once
+# (tests/test_notebooks.py), each execution also compared with the stored golden cells as
+# nbval would. Then the site, built from those executed notebooks, opened in headless Chromium.
 CI_NOTEBOOKS := $(CURDIR)/runs/ci-notebooks
 test: assets site-deps ## the tests, every notebook under the ci profile, and the site check
 	$(BIN)/python scripts/lock.py --check
 	TINYLAB_PROFILE=ci TQDM_DISABLE=1 TINYLAB_NOTEBOOK_OUTPUT=$(CI_NOTEBOOKS) \
-		$(BIN)/python -m pytest --durations=25 --nbval-lax --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks
+		$(BIN)/python -m pytest --durations=25 tests
 	$(BIN)/python scripts/site.py build --profile ci --notebooks $(CI_NOTEBOOKS) --output runs/site-ci
 	$(BIN)/python scripts/site.py check --output runs/site-ci
 

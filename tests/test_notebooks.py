@@ -1,9 +1,14 @@
 """Every course notebook is clean in git and runs top to bottom under the ``ci`` profile.
 
 Static checks (milliseconds): kernel ``python3``, a ``parameters`` cell with literal values,
-no outputs except on cells tagged ``keep_output`` (the golden cells nbval compares), and no
-papermill leftovers. Execution (seconds): papermill with ``PROFILE="ci"``; the executed copies
-go to ``$TINYLAB_NOTEBOOK_OUTPUT`` (CI keeps them as artifacts) or a temporary folder.
+no outputs except on cells tagged ``keep_output`` (the golden cells), and no papermill
+leftovers. Execution (seconds): papermill with ``PROFILE="ci"``; the executed copies go to
+``$TINYLAB_NOTEBOOK_OUTPUT`` (CI keeps them as artifacts, and builds the site from them) or a
+temporary folder. The same execution is checked against the golden cells, the way ``pytest
+--nbval-lax`` would (cells tagged ``nbval-check-output``, outputs masked by
+``tests/nbval_sanitize.cfg``), so each notebook runs once per test run, not once per tool.
+(``pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks`` still works
+by hand and checks the same cells.)
 """
 from __future__ import annotations
 
@@ -27,6 +32,41 @@ def _read(path: Path) -> nbformat.NotebookNode:
 
 def _tags(cell) -> set[str]:
     return set(cell.get("metadata", {}).get("tags", []))
+
+
+def _sanitizers() -> list[tuple[re.Pattern, str]]:
+    """The ``regex`` / ``replace`` pairs of ``tests/nbval_sanitize.cfg``, in file order."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(Path(__file__).with_name("nbval_sanitize.cfg"), encoding="utf-8")
+    return [(re.compile(parser[s]["regex"]), parser[s]["replace"]) for s in parser.sections()]
+
+
+def _printed(cell, sanitizers) -> str:
+    """What a golden cell printed (its stdout), masked like nbval masks it."""
+    text = "".join(o.get("text", "") for o in cell.get("outputs", [])
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    for pattern, replacement in sanitizers:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def golden_differences(source: nbformat.NotebookNode, executed: nbformat.NotebookNode) -> list[str]:
+    """Golden cells (``nbval-check-output``) whose fresh output differs from the stored one."""
+    sanitizers = _sanitizers()
+    fresh = {c.get("id"): c for c in executed.cells}
+    problems = []
+    for cell in source.cells:
+        if "nbval-check-output" not in _tags(cell):
+            continue
+        if cell.get("id") not in fresh:
+            problems.append(f"golden cell {cell.get('id')} is missing from the executed copy")
+            continue
+        stored, now = _printed(cell, sanitizers), _printed(fresh[cell["id"]], sanitizers)
+        if stored != now:
+            problems.append(f"golden cell {cell['id']} printed:\n{now}\nstored:\n{stored}")
+    return problems
 
 
 def test_notebooks_are_numbered_without_gaps():
@@ -155,4 +195,19 @@ def test_notebook_runs_alone_under_ci_profile(path, tmp_path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+    assert not golden_differences(_read(path), nb), "\n".join(golden_differences(_read(path), nb))
     print(f"{path.name}: {wall:.1f} s under PROFILE='ci', alone, empty cache")
+
+
+def test_golden_comparison_masks_what_may_change_and_catches_what_may_not():
+    """The comparison behind the golden cells, on a stored cell and three fresh outputs."""
+    def notebook(text):
+        cell = nbformat.v4.new_code_cell("print(x)", id="golden")
+        cell.metadata["tags"] = ["nbval-check-output", "keep_output"]
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+        return nbformat.v4.new_notebook(cells=[cell])
+
+    stored = notebook("loss 0.1234 in 12.5 ms at 0x7f00aa\n")
+    assert golden_differences(stored, notebook("loss 0.1234 in 3 s at 0x55bb01\n")) == []
+    assert golden_differences(stored, notebook("loss 0.1235 in 12.5 ms at 0x7f00aa\n"))
+    assert golden_differences(stored, nbformat.v4.new_notebook(cells=[]))
