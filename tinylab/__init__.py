@@ -2,7 +2,7 @@
 
 The package mirrors the course notebooks, one module per idea (see ``docs/design.md``):
 ``config`` -> ``assets`` -> ``data`` -> ``models`` -> ``losses`` -> ``augment`` -> ``distill`` ->
-``evaluate`` -> ``export`` -> ``plots``. Heavy modules (torch, transformers) are imported on first
+``evaluate`` -> ``export`` / ``deploy`` (ONNX) -> ``plots``. Heavy modules (torch, transformers) are imported on first
 use, so ``import tinylab`` and ``tinylab --help`` stay fast.
 """
 from __future__ import annotations
@@ -28,7 +28,8 @@ _EXPORTS = {
     "general_student": "distill",
     "evaluate_model": "evaluate", "count_parameters": "evaluate",
     "measure_latency": "evaluate", "compare_models": "evaluate",
-    "export_student": "export",
+    "export_student": "export", "export_onnx": "deploy", "quantize_onnx": "deploy",
+    "onnx_session": "deploy", "predict_onnx": "deploy", "load_pretrained": "models",
     "run_pipeline": "pipeline",
 }
 
