@@ -8,8 +8,10 @@ of those files were lost or changed. Kill-and-resume cases also check that ``--r
 finishes with exactly the student of an uninterrupted run.
 
     .venv/bin/python scripts/faults.py            # writes docs/faults.md and prints it
+    .venv/bin/python scripts/faults.py --only case_hostile_packs   # one case, printed only
 
-Takes about ten minutes on 2 CPU cores (the kill/resume cases train small real pipelines).
+Takes about a quarter of an hour on 2 CPU cores (the kill/resume cases train small real
+pipelines).
 """
 from __future__ import annotations
 
@@ -118,12 +120,13 @@ from datasets import Dataset
 from transformers import AutoTokenizer, AutoModelForSequenceClassification
 from tinylab.assets import resolve_model_path
 from tinylab.config import StageConfig
+from tinylab.models import load_pretrained
 from tinylab.data import tokenize
 from tinylab.distill import RunOptions, make_accelerator, train_stage
 from tinylab.distill.loop import model_inputs
 path = resolve_model_path("offline:all-MiniLM-L6-v2")
 tok = AutoTokenizer.from_pretrained(path)
-model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+model = load_pretrained(AutoModelForSequenceClassification, path, num_labels=2)
 ds = tokenize(Dataset.from_dict({{"text": ["a fine film", "dull"] * 8}}), tok, 16)
 loss = lambda m, b: {{"total": m["student"](**model_inputs(b)).logits.pow(2).mean()}}
 train_stage("s", modules={{"student": model}}, loss_fn=loss,
@@ -157,8 +160,11 @@ def case_bad_values(base):
     rows = []
     for override in ("task_intermediate.learning_rate=-1e-4", "task_prediction.batch_size=0",
                      "loss.temperature=0", "student.num_layers=5",
-                     "student.hidden_size=100", "device=cuda", "precision=fp16"):
-        s = Scratch(base, "bad_" + override.split("=")[0].replace(".", "_"))
+                     "student.hidden_size=100", "device=cuda", "precision=fp16",
+                     "teacher.epochs=inf", "loss.temperature=nan", "seed=-1",
+                     "data.max_length=1024", "profile=full",
+                     "teacher.model=bert-base-uncasedd", "data.task=my_reviews"):
+        s = Scratch(base, f"bad_{len(rows)}_" + override.split("=")[0].replace(".", "_"))
         start = time.perf_counter()
         proc = s.run(["distill", "--profile", "ci", "--output", str(s.dir / "o"), "--set",
                       override])
@@ -173,13 +179,144 @@ def case_task_files(base):
     files = {"a task file with a single class": b"text,label\n" + b"".join(
         b"review number %d,fresh\n" % i for i in range(60)),
         "an empty task file": b"",
+        "a task file with one 125,000-character text": b"text,label\n" + b"".join(
+            b"review number %d,%s\n" % (i, b"pos" if i % 2 else b"neg") for i in range(60))
+        + b"x" * 125_000 + b",pos\n",
+        "a task file whose rare class has no training example (`data.train_size=10`)":
+            b"text,label\n" + b"".join(b"review number %d,%s\n" % (i, b"pos" if i % 2 else
+                                                                   b"neg") for i in range(60))
+            + b"the only mixed review,mixed\n",
         "a task file that is not UTF-8": "text,label\ncaf\u00e9,pos\nbad,neg\n".encode("latin-1")}
     for title, content in files.items():
         s = Scratch(base, "task_" + str(len(rows)))
         path = s.user_file(s.dir / "task.csv", content)
+        extra = ["data.train_size=10"] if "train_size" in title else []
         proc = s.run(["distill", "--profile", "ci", "--output", str(s.dir / "o"),
-                      "--set", f"data.task={path}"])
+                      *sets([f"data.task={path}", *extra])])
         rows.append((title, said(proc), s.lost()))
+    return rows
+
+
+def case_bad_places(base):
+    rows = []
+    s = Scratch(base, "cache_is_a_file")
+    blocker = s.user_file(s.dir / "cachefile")
+    proc = subprocess.run([*TINYLAB, "distill", "--profile", "ci", "--output",
+                           str(s.dir / "o")], cwd=s.dir, env=s.env(TINYLAB_CACHE=str(blocker)),
+                          capture_output=True, text=True, timeout=300)
+    rows.append(("`$TINYLAB_CACHE` names a file", said(proc), s.lost()))
+    s = Scratch(base, "dangling_output")
+    link = s.dir / "out"
+    link.symlink_to(s.dir / "gone")
+    proc = s.run(["distill", "--profile", "ci", "--output", str(link)])
+    rows.append(("`--output` is a symbolic link to nothing", said(proc), s.lost()))
+    return rows
+
+
+def case_rerun_keeps_user_files(base):
+    s = Scratch(base, "rerun")
+    out = s.dir / "run"
+    first = s.run(["distill", "--profile", "ci", "--output", str(out), *sets(SMALL)])
+    assert first.returncode == 0, first.stderr[-2000:]
+    for path in (out / "notes.md", out / "student" / "handler.py",
+                 out / "teacher" / "eval.csv", out / "checkpoints" / "mine.txt"):
+        s.user_file(path)
+    proc = s.run(["distill", "--profile", "ci", "--output", str(out), *sets(SMALL)])
+    return ("`tinylab distill --output R` again into a finished run, with the user's files in "
+            "R/, R/student/, R/teacher/, R/checkpoints/", said(proc), s.lost())
+
+
+def case_changed_task_file(base):
+    s = Scratch(base, "changed_task")
+    rows = [f"review number {i} {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}"
+            for i in range(120)]
+    task = s.dir / "reviews.csv"
+    task.write_text("text,label\n" + "\n".join(rows) + "\n")
+    args = ["distill", "--profile", "ci", "--set", f"data.task={task}", *sets(SMALL)]
+    first = s.run([*args, "--output", str(s.dir / "a")])
+    assert first.returncode == 0, first.stderr[-2000:]
+    rows[7] = rows[7].replace(",pos", ",neg")
+    task.write_text("text,label\n" + "\n".join(rows) + "\n")
+    proc = s.run([*args, "--output", str(s.dir / "b")])
+    trained = "teacher: fine-tuning" in proc.stdout
+    return ("one label changed in the task file, then `tinylab distill` again",
+            f"exit {proc.returncode}; the teacher is "
+            f"{'fine-tuned again (new cache key)' if trained else 'LOADED FROM THE OLD FILE'}",
+            s.lost())
+
+
+def case_course_run_folder(base):
+    s = Scratch(base, "course_run")
+    out = s.dir / "executed"
+    s.user_file(out / "summary.md", b"my own summary")
+    s.user_file(out / "01_tokenization.ipynb", b"my notebook")
+    proc = s.run(["course", "run", "--profile", "ci", "--output", str(out)])
+    rows = [("`tinylab course run --output` a folder with the user's `summary.md` and a "
+             "notebook of the same name", said(proc), s.lost())]
+    s = Scratch(base, "course_solutions")
+    key = s.dir / "key"
+    s.user_file(key / "grades.csv")
+    proc = s.run(["course", "solutions", str(key)])
+    rows.append(("`tinylab course solutions` into a folder with the user's files", said(proc),
+                 s.lost()))
+    return rows
+
+
+def _pack(path: Path, entries, members) -> Path:
+    """A pack whose manifest matches its files (sha256, this version) but names what it likes."""
+    import io
+    import tarfile
+
+    from tinylab import __version__
+
+    files = {n: {"sha256": hashlib.sha256(d).hexdigest(), "size": len(d)}
+             for n, d in members.items()}
+    with tarfile.open(path, "w") as tar:
+        for name, data in {"tinylab-pack.json": json.dumps(
+                {"format": 1, "tinylab": __version__, "entries": entries,
+                 "files": files}).encode(), **members}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def case_hostile_packs(base):
+    rows = []
+    packs = {"an entry `../../authorized_keys`": (["../../authorized_keys"],
+                                                   {"../../authorized_keys": b"attacker"}),
+             "an entry of an unknown kind (`plugins/x`)": (["plugins/x"], {"plugins/x": b"x"}),
+             "a nested entry (`teachers/a/b`)": (["teachers/a/b"], {"teachers/a/b": b"x"}),
+             "a file escaping its entry (`teachers/a/../../../x`)": (
+                 ["teachers/a"], {"teachers/a/../../../x": b"x"})}
+    for title, (entries, members) in packs.items():
+        s = Scratch(base, "pack_" + str(len(rows)))
+        s.user_file(s.dir / "authorized_keys", b"the user's keys")
+        pack = _pack(s.dir / "room.tar", entries, members)
+        outside = sorted(p.name for p in s.dir.iterdir())
+        proc = s.run(["cache", "unpack", str(pack)])
+        wrote = sorted(p.name for p in s.dir.iterdir()) != outside
+        rows.append((f"`cache unpack` of a pack with {title} and a matching sha256",
+                     said(proc) + ("; WROTE outside the cache" if wrote else
+                                   "; nothing written"), s.lost()))
+    s = Scratch(base, "pack_stale")
+    stale = s.cache / ".unpack-killed"
+    stale.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    import socket
+
+    (stale / ".tinylab-unpack.json").write_text(json.dumps({"pid": int(dead),
+                                                            "host": socket.gethostname()}))
+    s.user_file(s.cache / ".unpack-notes" / "mine.txt")
+    proc = s.run(["cache", "unpack", str(_pack(s.dir / "ok.tar", ["augment/k.parquet"],
+                                               {"augment/k.parquet": b"rows"}))])
+    rows.append(("a killed unpack left a `.unpack-*` folder (and the user has a folder named "
+                 "`.unpack-notes`)", f"next `cache unpack`: exit {proc.returncode}, leftover "
+                 f"{'removed' if not stale.exists() else 'STILL THERE'}", s.lost()))
+    (s.cache / "augment").mkdir(exist_ok=True)
+    proc = s.run(["cache", "pack", str(s.cache / "augment" / "room.tar")])
+    rows.append(("`cache pack` into the cache's own `augment/` folder", said(proc), s.lost()))
     return rows
 
 
@@ -312,9 +449,21 @@ def case_kill_and_resume(base, reference: str):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default=str(ROOT / "docs" / "faults.md"))
+    parser.add_argument("--only", action="append", metavar="CASE",
+                        help="run only this case (e.g. case_hostile_packs; repeatable) and "
+                             "print its rows; docs/faults.md is not written")
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="tinylab-faults-"))
     start = time.perf_counter()
+    if args.only:
+        rows = []
+        for name in args.only:
+            result = globals()[name](base)
+            rows += result if isinstance(result, list) else [result]
+        for case, did, lost in rows:
+            print(f"| {case} | {did.replace('|', '/')} | {lost} |")
+        shutil.rmtree(base, ignore_errors=True)
+        return 0 if sum(r[2] for r in rows) == 0 else 1
     ref = Scratch(base, "reference")
     proc = ref.run(["distill", "--profile", "ci", "--output", str(ref.dir / "run"),
                     *sets(SMALL)])
@@ -323,8 +472,10 @@ def main(argv=None) -> int:
 
     rows = []
     for case in (case_output_folder, case_checkpoint_folder, case_resume_changed,
-                 case_bad_values, case_task_files, case_flipped_byte, case_stale_fetch,
-                 case_read_only_cache, case_official_hidden, case_disk_full, case_concurrent):
+                 case_bad_values, case_task_files, case_bad_places, case_rerun_keeps_user_files,
+                 case_changed_task_file, case_course_run_folder, case_hostile_packs,
+                 case_flipped_byte, case_stale_fetch, case_read_only_cache,
+                 case_official_hidden, case_disk_full, case_concurrent):
         print(f"[faults] {case.__name__} ...", file=sys.stderr, flush=True)
         result = case(base)
         rows += result if isinstance(result, list) else [result]

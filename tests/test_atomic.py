@@ -28,3 +28,19 @@ def test_a_failing_writer_keeps_the_old_file(tmp_path):
     assert target.read_bytes() == b"old figure"
     assert [p.name for p in tmp_path.iterdir()] == ["figure.png"]
 
+
+
+def test_atomic_directory_gets_the_users_umask_not_mkdtemps_0700(tmp_path):
+    """A cache folder shared by a group (umask 002) must be readable by the group."""
+    import os
+    import stat
+
+    from tinylab.atomic import atomic_directory
+
+    old = os.umask(0o002)
+    try:
+        with atomic_directory(tmp_path / "teachers" / "k") as tmp:
+            (tmp / "w.bin").write_bytes(b"w")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "teachers" / "k").stat().st_mode) == 0o775

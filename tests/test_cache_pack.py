@@ -147,3 +147,152 @@ def test_prepare_pack_unpack_then_notebook_finds_everything(tmp_path, monkeypatc
     monkeypatch.setenv("TINYLAB_CACHE", str(laptop))
     warm = prepare("ci", progress=False)                       # everything is a cache hit
     assert sum(warm.values()) < sum(seconds.values()) / 3
+
+
+# --- packs from someone else: every name is checked before anything is written ---------------
+
+def _hostile_pack(path: Path, entries, members, files=None) -> Path:
+    """A pack with a well-formed manifest (this tinylab version, correct sha256 and sizes) but
+    chosen names: ``members`` maps a tar name to bytes, or to ``("symlink"|"hardlink",
+    target)``."""
+    import hashlib
+    import io
+
+    from tinylab.cache_pack import _version
+
+    if files is None:
+        files = {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+                 for name, data in members.items() if isinstance(data, bytes)}
+    manifest = {"format": 1, "tinylab": _version(), "created": "now", "entries": entries,
+                "files": files}
+    with tarfile.open(path, "w") as tar:
+        blob = json.dumps(manifest).encode()
+        info = tarfile.TarInfo(PACK_MANIFEST)
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            if isinstance(data, tuple):
+                info.type = tarfile.SYMTYPE if data[0] == "symlink" else tarfile.LNKTYPE
+                info.linkname = data[1]
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _hostile_cases(outside: Path) -> dict[str, tuple[list, dict, dict | None, str]]:
+    """name -> (entries, members, files or None for "as the members", the name the error
+    must show)."""
+    import hashlib
+
+    secret = {"sha256": hashlib.sha256(b"x").hexdigest(), "size": 1}
+    return {
+        "parent entry": (["../x"], {"../x": b"x"}, None, "../x"),
+        "absolute entry": ([str(outside / "abs")], {str(outside / "abs"): b"x"}, None,
+                           str(outside / "abs")),
+        "kind then parent": (["assets/../../x"], {"assets/../../x": b"x"}, None,
+                             "assets/../../x"),
+        "unknown kind": (["plugins/x"], {"plugins/x": b"x"}, None, "plugins/x"),
+        "nested entry": (["teachers/a/b"], {"teachers/a/b": b"x"}, None, "teachers/a/b"),
+        "hidden entry": (["teachers/.a"], {"teachers/.a": b"x"}, None, "teachers/.a"),
+        "file escapes its entry": (["teachers/a"], {"teachers/a/../../../x": b"x"}, None,
+                                   "teachers/a/../../../x"),
+        "file outside every entry": (["teachers/a"], {"general/b/x": b"x"}, None,
+                                     "general/b/x"),
+        "symlink member": (["teachers/a"], {"teachers/a/link": ("symlink", "/etc/passwd")},
+                           {"teachers/a/link": secret}, "teachers/a/link"),
+        "hard link member": (["teachers/a"], {"teachers/a/link": ("hardlink", "/etc/passwd")},
+                             {"teachers/a/link": secret}, "teachers/a/link"),
+        "member not in manifest": (["teachers/a"], {"teachers/a/w": b"x", "../../evil": b"x"},
+                                   {"teachers/a/w": secret}, "../../evil"),
+    }
+
+
+def test_a_pack_cannot_write_outside_the_cache(tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home"          # the cache sits two levels below: ../../x lands in home
+    cache = home / "cache" / "tinylab"
+    cache.mkdir(parents=True)
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "authorized_keys").write_text("mine")
+    monkeypatch.setenv("TINYLAB_CACHE", str(cache))
+
+    def listing() -> dict[str, bytes]:
+        return {p.relative_to(tmp_path).as_posix(): (p.read_bytes() if p.is_file() else b"/")
+                for p in sorted(tmp_path.rglob("*")) if "packs" not in p.parts}
+
+    (tmp_path / "packs").mkdir()
+    for case, (entries, members, files, shown) in _hostile_cases(tmp_path / "abs").items():
+        pack = _hostile_pack(tmp_path / "packs" / f"{case.replace(' ', '-')}.tar", entries,
+                             members, files)
+        before = listing()
+        assert cli.main(["cache", "unpack", str(pack)]) == 2, case
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and repr(shown) in err, (case, err)
+        assert "refused the whole pack" in err, (case, err)
+        assert listing() == before, case          # not a file, not even a staging folder
+    assert (home / ".ssh" / "authorized_keys").read_text() == "mine"
+
+
+def test_a_mixed_pack_is_refused_whole_even_when_the_bad_entry_comes_last(tmp_path):
+    good = _hostile_pack(tmp_path / "good.tar", ["teachers/a"], {"teachers/a/w": b"weights"})
+    cache = tmp_path / "cache"
+    assert unpack_cache(good, cache=cache) == {"added": ["teachers/a"], "kept": []}
+    mixed = _hostile_pack(tmp_path / "mixed.tar", ["teachers/b", "../../x"],
+                          {"teachers/b/w": b"w", "../../x": b"x"})
+    with pytest.raises(PackError, match=r"'\.\./\.\./x'"):
+        unpack_cache(mixed, cache=cache)
+    assert sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*")) == [
+        "teachers", "teachers/a", "teachers/a/w"]
+
+
+def test_a_killed_unpack_leaves_a_folder_the_next_one_removes(tmp_path):
+    """Only tinylab's staging folders go: the name and the marker, and the process gone."""
+    import subprocess
+    import sys
+
+    from tinylab.cache_pack import STAGING_MARKER, remove_stale_staging
+
+    cache = tmp_path / "cache"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    import socket
+
+    stale = cache / ".unpack-killed"
+    stale.mkdir(parents=True)
+    (stale / STAGING_MARKER).write_text(json.dumps({"pid": int(dead),
+                                                    "host": socket.gethostname()}))
+    (stale / "teachers").mkdir()
+    running = cache / ".unpack-running"
+    running.mkdir()
+    (running / STAGING_MARKER).write_text(json.dumps({"pid": __import__("os").getpid(),
+                                                      "host": socket.gethostname()}))
+    users = cache / ".unpack-notes"          # the name alone is not enough
+    users.mkdir()
+    (users / "mine.txt").write_text("mine")
+    pack = _hostile_pack(tmp_path / "ok.tar", ["augment/k.parquet"], {"augment/k.parquet": b"p"})
+    unpack_cache(pack, cache=cache)
+    assert not stale.exists() and running.exists()
+    assert (users / "mine.txt").read_text() == "mine"
+    assert remove_stale_staging(cache) == []
+
+
+def test_pack_never_packs_itself_and_entries_get_the_umask(tmp_path):
+    import os
+    import stat
+
+    source = _fake_cache(tmp_path / "source")
+    with pytest.raises(ValueError, match="packed into itself"):
+        pack_cache(source / "teachers" / "abc123" / "room.tar", cache=source)
+    assert not (source / "teachers" / "abc123" / "room.tar").exists()
+    manifest = pack_cache(source / "room.tar", cache=source)     # in the root: fine
+    assert not any("room" in name for name in manifest["files"])
+    old = os.umask(0o002)
+    try:
+        unpack_cache(source / "room.tar", cache=tmp_path / "shared")
+    finally:
+        os.umask(old)
+    folder = tmp_path / "shared" / "teachers" / "abc123"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o775
+    assert stat.S_IMODE((folder / "config.json").stat().st_mode) == 0o664

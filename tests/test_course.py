@@ -135,7 +135,7 @@ def test_cli_course_run_is_wired_to_run_course(monkeypatch):
     monkeypatch.setattr(course, "run_course", fake_run_course)
     assert main(["course", "run", "--profile", "ci", "--output", "somewhere", "03"]) == 7
     assert seen == {"profile": "ci", "output_dir": "somewhere", "notebooks": ["03"],
-                    "alone": False}
+                    "alone": False, "overwrite": False}
 
 
 def test_cli_reports_bad_profile(tmp_path, capsys):

@@ -95,8 +95,38 @@ def test_existing_export_is_replaced_only_when_complete(student, tmp_path, monke
 
     monkeypatch.undo()
     export_student(model, tok, target, label_names=["c", "d"])
-    assert not (target / "marker.txt").exists()
+    assert (target / "marker.txt").read_text() == "old export"  # not a file the export writes
     assert json.loads((target / "config.json").read_text())["id2label"]["1"] == "d"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_export_into_an_existing_folder_keeps_every_other_file(student, tmp_path):
+    """Only the export's own file names are replaced; a symlink of such a name is replaced,
+    not written through, and a folder in the way is refused before anything moves."""
+    model, tok = student
+    target = tmp_path / "student"
+    export_student(model, tok, target, label_names=["a", "b"])
+    own = sorted(p.name for p in target.iterdir())
+    (target / "notes.md").write_text("my notes")
+    (target / "onnx").mkdir()
+    (target / "onnx" / "model.onnx").write_bytes(b"converted")
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text("not the export's")
+    (target / "tinylab_metadata.json").unlink()
+    (target / "tinylab_metadata.json").symlink_to(outside)
+    export_student(model, tok, target, label_names=["c", "d"])
+    assert (target / "notes.md").read_text() == "my notes"
+    assert (target / "onnx" / "model.onnx").read_bytes() == b"converted"
+    assert outside.read_text() == "not the export's"
+    assert not (target / "tinylab_metadata.json").is_symlink()
+    assert sorted(p.name for p in target.iterdir()) == sorted(own + ["notes.md", "onnx"])
+    (target / "README.md").unlink()
+    (target / "README.md").mkdir()
+    before = (target / "config.json").read_bytes()
+    with pytest.raises(ValueError, match="README.md is a folder"):
+        export_student(model, tok, target, label_names=["e", "f"])
+    assert (target / "config.json").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_label_names_must_match_outputs(student, tmp_path):
@@ -104,3 +134,27 @@ def test_label_names_must_match_outputs(student, tmp_path):
     with pytest.raises(ValueError, match="3 names"):
         export_student(model, tok, tmp_path / "x", label_names=["a", "b", "c"])
     assert not (tmp_path / "x").exists()
+
+
+def test_a_file_only_the_previous_export_wrote_goes_unless_it_was_edited(student, tmp_path):
+    """An earlier export's file that this one no longer writes (e.g. ``model.onnx`` when ONNX
+    export became unavailable) would sit next to newer weights: it is removed, but only when
+    the export manifest lists it with the content it still has."""
+    import hashlib
+
+    from tinylab.export import EXPORT_MANIFEST
+
+    model, tok = student
+    target = export_student(model, tok, tmp_path / "student", label_names=["a", "b"])
+    manifest = json.loads((target / EXPORT_MANIFEST).read_text())
+    assert set(manifest["files"]) == {p.name for p in target.iterdir()} - {EXPORT_MANIFEST}
+    for name, data in (("stale.onnx", b"old graph"), ("edited.onnx", b"old graph")):
+        (target / name).write_bytes(data)
+        manifest["files"][name] = hashlib.sha256(data).hexdigest()
+    (target / "edited.onnx").write_bytes(b"the user changed it")
+    (target / "mine.txt").write_text("never listed")
+    (target / EXPORT_MANIFEST).write_text(json.dumps(manifest))
+    export_student(model, tok, target, label_names=["a", "b"])
+    assert not (target / "stale.onnx").exists()
+    assert (target / "edited.onnx").read_bytes() == b"the user changed it"
+    assert (target / "mine.txt").read_text() == "never listed"

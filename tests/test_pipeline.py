@@ -136,3 +136,21 @@ def test_ci_profile_end_to_end(asset_cache, tmp_path):
         assert row["retained"] == pytest.approx(row["student"] / row["teacher"])
     assert report["models"]["teacher"]["params"] > 20e6  # the real teacher
     assert report["summary"]["speedup_b32"] > 1
+
+
+def test_a_rerun_keeps_every_file_a_user_added(tiny_teacher_dir, asset_cache, tmp_path):
+    """``tinylab distill --output R`` into a finished run: tinylab replaces its own file
+    names, and every other file, in every folder the run writes to, stays byte for byte."""
+    cfg = get_config("ci", {**TINY, "teacher.model": str(tiny_teacher_dir)})
+    out = tmp_path / "run"
+    run_pipeline(cfg, out, progress=False)
+    user = {out / "notes.md": b"my notes", out / "student" / "handler.py": b"print('mine')",
+            out / "teacher" / "eval.csv": b"a,b\n", out / "student" / "README.md.bak": b"old",
+            out / "checkpoints" / "keep.txt": b"mine",
+            asset_cache / "teachers" / "notes.txt": b"cache notes"}
+    for path, data in user.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    run_pipeline(cfg, out, progress=False)
+    assert {path: path.read_bytes() for path in user} == user
+    assert (out / "student" / "model.safetensors").exists()

@@ -289,7 +289,7 @@ def _other_value(key: str, value):
     return f"{value}-other"
 
 
-@pytest.mark.parametrize("key", _all_keys(get_config("ci")))
+@pytest.mark.parametrize("key", [k for k in _all_keys(get_config("ci")) if k != "profile"])
 def test_cache_keys_change_exactly_with_the_settings_that_matter(key):
     cfg = get_config("ci")
     value = cfg

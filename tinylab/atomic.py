@@ -19,7 +19,46 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_directory"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_directory",
+           "apply_umask"]
+
+
+def _umask() -> int:
+    """The process's umask: from ``/proc`` on Linux (nothing changes), elsewhere by setting it
+    and putting it straight back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike, *, tree: bool = False) -> None:
+    """Give ``path`` the permissions a plain ``mkdir`` / ``open`` would have given it.
+
+    ``tempfile.mkdtemp`` creates folders readable by their owner only (0700), and files
+    extracted from a tar keep the modes of the machine that packed them. A cache folder shared
+    by a class group (``umask 002``) or read by another account must get the user's umask
+    instead: folders ``0o777 & ~umask``, files ``0o666 & ~umask`` (an executable bit that
+    was set stays set where the umask allows it). ``tree=True`` does the same for everything
+    below ``path``. Symbolic links are left alone.
+    """
+    mask = _umask()
+    paths = [Path(path)]
+    if tree and paths[0].is_dir() and not paths[0].is_symlink():
+        paths += list(paths[0].rglob("*"))
+    for p in paths:
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            os.chmod(p, 0o777 & ~mask)
+        else:
+            executable = os.stat(p).st_mode & 0o100
+            os.chmod(p, (0o777 if executable else 0o666) & ~mask)
 
 
 @contextlib.contextmanager
@@ -68,6 +107,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
+        apply_umask(tmp)  # mkdtemp makes it private; the final folder gets the user's umask
         yield tmp
         old = None
         if path.exists():

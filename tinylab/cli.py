@@ -75,7 +75,8 @@ def _cmd_course_run(args: argparse.Namespace) -> int:
     from tinylab.course import run_course
 
     return run_course(profile=args.profile, output_dir=args.output,
-                      notebooks=args.notebooks or None, alone=args.alone)
+                      notebooks=args.notebooks or None, alone=args.alone,
+                      overwrite=args.overwrite)
 
 
 def _cmd_course_sync(args: argparse.Namespace) -> int:
@@ -130,7 +131,7 @@ def _cmd_cache_unpack(args: argparse.Namespace) -> int:
 def _cmd_course_solutions(args: argparse.Namespace) -> int:
     from tinylab.answer_key import write_solutions
 
-    for path in write_solutions(args.folder):
+    for path in write_solutions(args.folder, overwrite=args.overwrite):
         print(path)
     return 0
 
@@ -207,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--alone", action="store_true",
                        help="each notebook on its own, with an empty cache (as on a new machine)")
     p_run.add_argument("notebooks", nargs="*", help="run only these notebooks")
+    p_run.add_argument("--overwrite", action="store_true",
+                       help="write into an output folder that holds other files (tinylab "
+                            "replaces only its own file names there)")
     p_run.set_defaults(func=_cmd_course_run)
     p_sync = sub_course.add_parser(
         "sync", help="write the Colab badge, install cell and run time into every notebook "
@@ -222,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         "solutions", help="the answer key: notebook copies with every exercise filled in "
                           "(tinylab.answer_key)")
     p_sol.add_argument("folder", help="a new or empty folder for the copies")
+    p_sol.add_argument("--overwrite", action="store_true",
+                       help="write into a folder that holds other files, replacing earlier "
+                            "answer-key copies there")
     p_sol.set_defaults(func=_cmd_course_solutions)
     p_times = sub_course.add_parser(
         "times", help="docs/notebook-times.md from `course run --alone` summaries, and sync")

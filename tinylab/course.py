@@ -325,7 +325,8 @@ def _machine() -> str:
 def run_course(profile: str | None = None, output_dir: str | Path | None = None,
                notebooks: Sequence[str] | None = None, *,
                notebook_dir: str | Path | None = None, progress: bool | None = None,
-               execution_timeout: int | None = None, alone: bool = False) -> int:
+               execution_timeout: int | None = None, alone: bool = False,
+               overwrite: bool = False) -> int:
     """Execute the course notebooks in order; write ``summary.json`` / ``summary.md``.
 
     ``profile``: ``ci``, ``quick`` or ``full`` (``None``: ``$TINYLAB_PROFILE``, else ``quick``).
@@ -336,15 +337,26 @@ def run_course(profile: str | None = None, output_dir: str | Path | None = None,
     afterwards) and its own output folder there, so nothing an earlier notebook built is
     found. The wall times of such a run are
     the ones the notebook headers state (``tinylab course times``).
+    Before the first kernel starts, the profile's device and precision are checked and the
+    output folder is claimed (:func:`tinylab.run_folder.claim_folder`): a folder holding files
+    ``course run`` did not write is refused unless ``overwrite``, and a symbolic link in place
+    of one of its outputs (an executed notebook, a results file, ``summary.*``) is refused.
     Returns 0 when every notebook ran, 1 when one failed (the run stops there).
     """
-    from tinylab.config import resolve_profile_name
+    from tinylab.config import get_config, resolve_profile_name
+    from tinylab.device import resolve_device, resolve_precision
+    from tinylab.run_folder import claim_folder
 
     profile_name = resolve_profile_name(profile)
+    cfg = get_config(profile_name)          # $TINYLAB_DEVICE / $TINYLAB_PRECISION checked too
+    resolve_precision(cfg.precision, resolve_device(cfg.device))
     notebook_dir = Path(notebook_dir if notebook_dir is not None else NOTEBOOK_DIR)
-    out = Path(output_dir if output_dir is not None else DEFAULT_OUTPUT_DIR).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     selected = select_notebooks(notebooks, notebook_dir)
+    out = Path(output_dir if output_dir is not None else DEFAULT_OUTPUT_DIR)
+    writes = [n for p in selected for n in (p.name, f"{p.stem}{_RESULTS_SUFFIX}")]
+    claim_folder(out, "tinylab course run", overwrite=overwrite,
+                 writes=[*writes, "summary.json", "summary.md"])
+    out = out.resolve()
     if progress is None:
         progress = os.environ.get("TQDM_DISABLE", "").lower() not in {"1", "true", "yes"}
     parameters = {"PROFILE": profile_name, "OUTPUT_DIR": str(out)}

@@ -183,6 +183,7 @@ def _encode_labels(labels: pd.Series, names: list[str] | None, source: str
     if names is None and (labels.dtype == object or pd.api.types.is_string_dtype(labels)
                           or pd.api.types.is_bool_dtype(labels)):
         names = sorted(labels.astype(str).unique())
+        _warn_look_alike(names, source)
         lookup = {n: i for i, n in enumerate(names)}
         return labels.astype(str).map(lookup).to_numpy(dtype=np.int64), names
     values = pd.to_numeric(labels, errors="coerce")
@@ -207,9 +208,39 @@ def _encode_labels(labels: pd.Series, names: list[str] | None, source: str
     return values.to_numpy(), names if names is not None else [str(i) for i in range(k)]
 
 
+def _warn_look_alike(names: Sequence[str], source: str) -> None:
+    """Warn about labels that differ only in case or surrounding spaces (``"positive"`` and
+    ``"Positive "``): almost always one class typed two ways, which would split it in two."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.strip().casefold(), []).append(name)
+    alike = [group for group in groups.values() if len(group) > 1]
+    if alike:
+        shown = "; ".join(" and ".join(repr(n) for n in group) for group in alike)
+        warnings.warn(f"{source}: labels {shown} differ only in case or surrounding spaces, "
+                      f"so they are different classes; if they mean one class, write them "
+                      f"the same way", stacklevel=3)
+
+
+#: Longer texts are refused: no sentence classifier reads them (the model sees the first
+#: ``data.max_length`` tokens), and they usually mean a broken quote in a CSV file that
+#: swallowed thousands of rows into one cell.
+MAX_TEXT_CHARS = 100_000
+#: Fewer training examples than this in a class: a warning (the class is barely learnable).
+FEW_EXAMPLES = 5
+
+
 def _clean(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Drop missing/blank texts and exact duplicates; reject texts carrying conflicting labels."""
+    """Drop missing/blank texts and exact duplicates; reject texts carrying conflicting labels
+    and texts longer than :data:`MAX_TEXT_CHARS` (naming the row)."""
     frame = frame[frame["text"].notna()].copy()
+    lengths = frame["text"].astype(str).str.len()
+    if (lengths > MAX_TEXT_CHARS).any():
+        row = lengths[lengths > MAX_TEXT_CHARS].index[0]
+        raise ValueError(f"{source}: the text in row {row} has {lengths[row]:,} characters, "
+                         f"more than {MAX_TEXT_CHARS:,}; a classifier reads only its first "
+                         f"words. Shorten or split it (or check for an unclosed quote that "
+                         f"joined many rows into one)")
     frame["text"] = frame["text"].astype(str).str.strip()
     frame = frame[frame["text"] != ""]
     frame = frame.drop_duplicates(["text", "label"])
@@ -237,9 +268,30 @@ def _to_dataset_dict(splits: dict[str, pd.DataFrame], names: list[str], cfg: Dat
             raise ValueError(f"{source}: the {name} split is empty (split sizes: "
                              f"{ {k: len(v) for k, v in splits.items()} }); the data needs at "
                              f"least a few examples per label for an 80/10/10 split")
+        if name == "train":
+            _check_class_counts(frame, names, source, cfg.train_size)
         out[name] = Dataset.from_pandas(frame[["text", "label"]], features=features,
                                         preserve_index=False)
     return DatasetDict(out)
+
+
+def _check_class_counts(train: pd.DataFrame, names: Sequence[str], source: str,
+                        train_size: int | None = None) -> None:
+    """Refuse a class with no training example (the model could never predict it, and every
+    test example of it would count as an error); warn about classes with very few."""
+    counts = train["label"].value_counts()
+    per_class = {name: int(counts.get(i, 0)) for i, name in enumerate(names)}
+    empty = [name for name, n in per_class.items() if n == 0]
+    if empty:
+        raise ValueError(f"{source}: the class(es) {', '.join(map(repr, empty))} have no "
+                         f"training example (training examples per class: {per_class}); add "
+                         f"examples, merge the class, or drop its rows" +
+                         (f"; data.train_size={train_size} may have sampled it away, raise it"
+                          if train_size is not None else ""))
+    few = {name: n for name, n in per_class.items() if n < FEW_EXAMPLES}
+    if few:
+        warnings.warn(f"{source}: class(es) with fewer than {FEW_EXAMPLES} training examples: "
+                      f"{few}; their scores will mostly be noise", stacklevel=3)
 
 
 def _drop_cross_split_duplicates(splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

@@ -9,9 +9,10 @@ three things that bite users of the official checkpoints (docs/paper-vs-code.md)
   ``config.json`` never names it, so the folder loads with the default ``sdpa`` anywhere;
 * **readable labels**: ``id2label`` / ``label2id`` hold the task's names (``"positive"``), not
   ``LABEL_1``, so ``pipeline("text-classification", model=folder)`` answers in words;
-* **one complete folder or none**: everything is written to a temporary folder next to the
-  target and renamed into place; an existing export is replaced only after the new one is
-  complete.
+* **one complete export or none, and nobody else's files touched**: everything is written
+  to a temporary folder next to the target first. A new folder is then renamed into place;
+  into an existing one only the files the export writes are moved, one rename each, after
+  the new export is complete. Other files there (a user's notes, a converted copy) stay.
 
 The folder also gets a short ``README.md`` model card and ``tinylab_metadata.json`` (the
 ``metadata`` you pass, e.g. the config and the measured metrics)::
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -147,6 +149,9 @@ def export_student(model: Any, tokenizer: Any, out_dir: str | Path, *,
     the tokenizer files, ``README.md`` (:func:`model_card`) and ``tinylab_metadata.json``.
     ``label_names``: one name per class id (default: keep the model's ``id2label``).
     ``metadata``: JSON-serialisable details for the card and the JSON file.
+    When onnx, onnxruntime and onnxscript are installed, ``model.onnx`` is written too
+    (:func:`tinylab.deploy.write_folder_onnx`; the card says how to run it); otherwise, or if
+    that export fails, the card and the log say why and the export goes on without it.
     The caller's model is not modified. Returns the folder's path.
     """
     out_dir = Path(out_dir)
@@ -167,23 +172,74 @@ def export_student(model: Any, tokenizer: Any, out_dir: str | Path, *,
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex}.tmp")
-    old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex}.old")
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         config.save_pretrained(tmp)  # overwrite config.json with the cleaned copy
         _clean_config_json(tmp / "config.json")
         tokenizer.save_pretrained(tmp)
         _cap_model_max_length(tmp, model)
-        (tmp / "README.md").write_text(model_card(config, id2label, metadata))
+        from tinylab.deploy import onnx_card_section, write_folder_onnx
+
+        onnx_skipped = write_folder_onnx(model, tokenizer, tmp, id2label=id2label)  # never raises
+        (tmp / "README.md").write_text(model_card(config, id2label, metadata)
+                                       + onnx_card_section(onnx_skipped))
         (tmp / "tinylab_metadata.json").write_text(meta_json + "\n")
+        _write_manifest(tmp)
         if out_dir.exists():
-            out_dir.rename(old)  # the complete new folder exists; now swap
-        tmp.rename(out_dir)
-    except BaseException:
-        if old.exists() and not out_dir.exists():
-            old.rename(out_dir)  # put the previous export back
-        raise
+            _replace_files(tmp, out_dir)  # the complete new export exists; now move it in
+        else:
+            tmp.rename(out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return out_dir
+
+
+#: Moved in last, so a reader that finds the new ``config.json`` finds the new weights too.
+_WRITTEN_LAST = ("config.json", "tinylab_metadata.json", ".tinylab-export.json")
+#: The list of files an export wrote, with their sha256: how the next export recognises them.
+EXPORT_MANIFEST = ".tinylab-export.json"
+
+
+def _replace_files(new: Path, out_dir: Path) -> None:
+    """Move every file of the complete export ``new`` into the existing ``out_dir``.
+
+    Only the file names the export writes are replaced, one atomic rename each (a symbolic
+    link of that name is replaced, never written through); every other file in ``out_dir``,
+    such as a user's notes or a copy converted by another tool, stays as it was. A file the
+    previous export wrote and this one does not (say ``model.onnx``, when ONNX export is no
+    longer available) is removed only if :data:`EXPORT_MANIFEST` lists it with the sha256 it
+    still has: stale weights must not sit next to new ones, and an edited file is the user's.
+    A folder in the way of one of the export's file names is refused before anything moves.
+    """
+    from tinylab.assets import sha256_file
+
+    names = sorted((p.relative_to(new) for p in new.rglob("*") if p.is_file()),
+                   key=lambda rel: (rel.as_posix() in _WRITTEN_LAST, rel.as_posix()))
+    for rel in names:
+        target = out_dir / rel
+        if target.is_dir() and not target.is_symlink():
+            raise ValueError(f"cannot export into {out_dir}: {target} is a folder, and the "
+                             f"export writes a file of that name; move it away or choose "
+                             f"another output")
+    try:
+        previous = json.loads((out_dir / EXPORT_MANIFEST).read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        previous = {}
+    written = {rel.as_posix() for rel in names}
+    for name, sha in previous.items():
+        old = out_dir / name
+        if (name not in written and "/" not in name and name not in ("", ".", "..")
+                and old.is_file() and not old.is_symlink() and sha256_file(old) == sha):
+            old.unlink()
+    for rel in names:
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(new / rel, out_dir / rel)
+
+
+def _write_manifest(folder: Path) -> None:
+    """:data:`EXPORT_MANIFEST`: every file of the export in ``folder`` and its sha256."""
+    from tinylab.assets import sha256_file
+
+    files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.name != EXPORT_MANIFEST}
+    (folder / EXPORT_MANIFEST).write_text(json.dumps({"files": files}, indent=1) + "\n")

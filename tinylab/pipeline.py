@@ -142,7 +142,9 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     and library versions. ``resume=True`` continues from ``output_dir/checkpoints`` after an
     interruption (the same configuration and number of processes are required).
     ``callbacks`` go to every training stage (see :class:`tinylab.distill.StepInfo`).
-    Before any work: the device and precision are checked, the student's shape is checked
+    Before any work: every model and data name is checked to exist
+    (:func:`tinylab.config.check_sources`), the device and precision are checked, the
+    student's shape is checked
     against the teacher's configuration (no weights loaded), and the output folder is claimed
     (:func:`tinylab.run_folder.claim_output_dir`: a folder with files tinylab did not write is
     refused unless ``overwrite``; a resume with changed settings is refused).
@@ -160,7 +162,11 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
 
     from tinylab.device import describe, resolve_device, resolve_precision
 
-    # Device and precision first: a machine that lacks them fails here, before any data loads.
+    from tinylab.config import check_sources
+
+    # Names of models and data that cannot be found, then device and precision: a machine
+    # that lacks them fails here, before any data loads.
+    check_sources(cfg)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     out = Path(output_dir) if output_dir is not None else default_output_dir(cfg)

@@ -204,7 +204,8 @@ def _layer_loss_fn(targets: Callable, stage: str, terms: Sequence[str]):
 # --------------------------------------------------------------------------------------------
 
 def teacher_cache_key(cfg: Config) -> str:
-    """Hash of everything the fine-tuned teacher depends on (model, recipe, task data, seed)."""
+    """Hash of everything the fine-tuned teacher depends on (model, recipe, task data, seed),
+    including the content of a local task file and of a local teacher folder."""
     d = cfg.data
     data = {k: getattr(d, k) for k in ("task", "text_column", "label_column", "max_length",
                                        "train_size", "validation_size", "test_size",
@@ -213,7 +214,18 @@ def teacher_cache_key(cfg: Config) -> str:
     # v2: batches inside a length-grouped mega-batch come in random order (data.py), so a
     # model trained by v1 code saw another order: not the same model.
     return config_hash("teacher-v2", teacher, data, cfg.seed, cfg.group_by_length,
-                       *_precision_part(cfg))
+                       *_precision_part(cfg), *_files_part(cfg, ("data.task", "teacher.model")))
+
+
+def _files_part(cfg: Config, keys: tuple[str, ...]) -> tuple[Any, ...]:
+    """The content of the local files among ``keys`` (:mod:`tinylab.fingerprint`): a task
+    file with one label fixed, or a teacher folder with new weights, gives a new key. Nothing
+    when every setting names an offline asset or a hub name, which keeps those keys as they
+    were."""
+    from tinylab.fingerprint import input_fingerprints
+
+    files = input_fingerprints(cfg, keys)
+    return ({"files": files},) if files else ()
 
 
 def _precision_part(cfg: Config) -> tuple[Any, ...]:
@@ -335,7 +347,8 @@ def general_distillation(cfg: Config, teacher, student, corpus, *, tokenizer=Non
 
 
 def general_cache_key(cfg: Config) -> str:
-    """Hash of everything the general student depends on."""
+    """Hash of everything the general student depends on, including the content of a local
+    teacher folder, general-corpus file or pre-trained student folder."""
     d, loss = cfg.data, cfg.loss
     return config_hash(  # v2: see teacher_cache_key
         "general-v2", cfg.teacher.general_model or cfg.teacher.model, cfg.student, cfg.general,
@@ -351,7 +364,9 @@ def general_cache_key(cfg: Config) -> str:
         # The cache stores teacher targets in float16; on the fly they are float32.
         *([{"cache_teacher_outputs": False}] if not teacher_cache_setting(cfg)["enabled"]
           else []),
-        *_precision_part(cfg))
+        *_precision_part(cfg),
+        *_files_part(cfg, ("teacher.general_model" if cfg.teacher.general_model
+                           else "teacher.model", "data.general_corpus", "student.init")))
 
 
 def general_student(cfg: Config, *, num_labels: int | None = None,
