@@ -197,7 +197,7 @@ def test_failed_export_in_export_student_is_a_card_note(untrained, tmp_path, mon
 
     monkeypatch.setattr(deploy, "export_onnx", broken)
     model, tok = untrained
-    out = export_student(model, tok, tmp_path / "student")
+    out = export_student(model, tok, tmp_path / "student", onnx=True)
     assert (out / "model.safetensors").exists() and not (out / "model.onnx").exists()
     card = (out / "README.md").read_text()
     assert "the ONNX export failed (RuntimeError: graph capture failed)" in card
@@ -257,7 +257,7 @@ def test_export_student_without_onnxruntime_still_exports(untrained, tmp_path,
     from tinylab.export import export_student
 
     model, tok = untrained
-    out = export_student(model, tok, tmp_path / "student")
+    out = export_student(model, tok, tmp_path / "student", onnx=True)
     assert (out / "model.safetensors").exists() and not (out / "model.onnx").exists()
     card = (out / "README.md").read_text()
     assert "No `model.onnx` was written: onnxruntime is not installed" in card
@@ -269,7 +269,8 @@ def test_export_student_writes_a_matching_model_onnx(trained, tmp_path):
     from tinylab.export import export_student
 
     model, tok = trained
-    out = export_student(model, tok, tmp_path / "student", label_names=["rotten", "fresh"])
+    out = export_student(model, tok, tmp_path / "student", label_names=["rotten", "fresh"],
+                         onnx=True)
     assert (out / "model.onnx").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["student"]  # no temporary files left
     # as the model card says: plain onnxruntime + the folder's tokenizer

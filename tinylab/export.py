@@ -142,16 +142,17 @@ def _cap_model_max_length(folder: Path, model: Any) -> None:
 
 def export_student(model: Any, tokenizer: Any, out_dir: str | Path, *,
                    label_names: Sequence[str] | None = None,
-                   metadata: Mapping[str, Any] | None = None) -> Path:
+                   metadata: Mapping[str, Any] | None = None, onnx: bool = False) -> Path:
     """Save ``model`` + ``tokenizer`` to ``out_dir`` as a standard transformers folder.
 
     Writes ``config.json`` (readable ``id2label``, standard attention), ``model.safetensors``,
     the tokenizer files, ``README.md`` (:func:`model_card`) and ``tinylab_metadata.json``.
     ``label_names``: one name per class id (default: keep the model's ``id2label``).
     ``metadata``: JSON-serialisable details for the card and the JSON file.
-    When onnx, onnxruntime and onnxscript are installed, ``model.onnx`` is written too
-    (:func:`tinylab.deploy.write_folder_onnx`; the card says how to run it); otherwise, or if
-    that export fails, the card and the log say why and the export goes on without it.
+    ``onnx=True``: write ``model.onnx`` too (:func:`tinylab.deploy.write_folder_onnx`; the card
+    says how to run it with ONNX Runtime) when onnx, onnxruntime and onnxscript are installed;
+    otherwise, or if that export fails, the card and the log say why and the export goes on
+    without it. (Off by default: the ONNX export and its check against PyTorch take seconds.)
     The caller's model is not modified. Returns the folder's path.
     """
     out_dir = Path(out_dir)
@@ -178,11 +179,13 @@ def export_student(model: Any, tokenizer: Any, out_dir: str | Path, *,
         _clean_config_json(tmp / "config.json")
         tokenizer.save_pretrained(tmp)
         _cap_model_max_length(tmp, model)
-        from tinylab.deploy import onnx_card_section, write_folder_onnx
+        card = model_card(config, id2label, metadata)
+        if onnx:
+            from tinylab.deploy import onnx_card_section, write_folder_onnx
 
-        onnx_skipped = write_folder_onnx(model, tokenizer, tmp, id2label=id2label)  # never raises
-        (tmp / "README.md").write_text(model_card(config, id2label, metadata)
-                                       + onnx_card_section(onnx_skipped))
+            skipped = write_folder_onnx(model, tokenizer, tmp, id2label=id2label)  # never raises
+            card += onnx_card_section(skipped)
+        (tmp / "README.md").write_text(card)
         (tmp / "tinylab_metadata.json").write_text(meta_json + "\n")
         _write_manifest(tmp)
         if out_dir.exists():

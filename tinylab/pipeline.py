@@ -263,7 +263,7 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
     export_student(teacher, tokenizer, out / "teacher", label_names=labels,
                    metadata={**meta, "role": "teacher"})
     export_student(student, tokenizer, out / "student", label_names=labels,
-                   metadata={**meta, "role": "student"})
+                   metadata={**meta, "role": "student"}, onnx=True)
     models = {name: load_pretrained(AutoModelForSequenceClassification, out / name).eval()
               for name in ("teacher", "student")}
     test = data["test"]
