@@ -47,6 +47,9 @@ BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-sync"]
 _BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(([^)]*)\)")
 _IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
+#: Cells that exist for CI only (e.g. "the reference solution passes its checker"): executed by
+#: the tests, left out of every page.
+HIDDEN_TAGS = {"ci-only", "remove-cell"}
 
 
 class SiteError(Exception):
@@ -95,10 +98,14 @@ def site_notebook(nb: dict) -> dict:
 
     The Colab badge image lives on Colab's servers; the page shows a plain link instead.
     Widget state (progress bars) would make the page fetch a widget manager from a CDN.
+    Cells tagged ``ci-only`` (or ``remove-cell``) are dropped: they only prove to CI that the
+    exercises' reference solutions pass, and are not part of the course a learner reads.
     """
     nb = json.loads(json.dumps(nb))
     nb["metadata"].pop("widgets", None)
     nb["metadata"].pop("papermill", None)
+    nb["cells"] = [c for c in nb["cells"]
+                   if not HIDDEN_TAGS & set(c.get("metadata", {}).get("tags", []))]
     for cell in nb["cells"]:
         if cell["cell_type"] == "markdown":
             source = "".join(cell["source"])

@@ -1,12 +1,13 @@
 """The answer key (``tinylab course solutions``): every exercise filled in, and it passes."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from tinylab.answer_key import EXERCISE_CALL, write_solutions
+from tinylab.answer_key import EXERCISE_CALL, PREDICTION_STUB, prediction_cell, write_solutions
 from tinylab.course import NOTEBOOK_DIR, list_notebooks
 from tinylab.exercises import names
 
@@ -14,8 +15,7 @@ NOTEBOOKS = list_notebooks()
 
 
 def _exercises(path: Path) -> set[str]:
-    """The exercises of a notebook: those of ``tinylab/exercises/nbNN.py``, none without one
-    (notebook 07 has no exercise)."""
+    """The exercises of a notebook: those of ``tinylab/exercises/nbNN.py``, none without one."""
     import importlib.util
 
     module = f"nb{path.stem[:2]}"
@@ -25,6 +25,7 @@ def _exercises(path: Path) -> set[str]:
 
 
 WITH_EXERCISES = [p for p in NOTEBOOKS if _exercises(p)]
+PREDICTION = re.compile(r"""\bpredict\(\s*["'](nb\d\d\.\w+)["']""")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,10 @@ def test_every_exercise_is_filled_in(key, path):
     nb = nbformat.read(key / path.name, as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     assert not any("raise NotImplementedError" in c and EXERCISE_CALL.search(c) for c in code)
+    assert not any(PREDICTION_STUB.search(c) for c in code), "a prediction left open"
     filled = {m.group(1) for c in code if "Answer key" in c for m in EXERCISE_CALL.finditer(c)}
+    filled |= {m.group(1) for c in code if "Answer key" in c
+               for m in PREDICTION.finditer(c)}
     assert filled == _exercises(path), path.name
     original = nbformat.read(path, as_version=4)
     assert len(nb.cells) == len(original.cells)        # only exercise cells were replaced
@@ -66,7 +70,9 @@ def test_answer_key_notebook_runs_and_every_check_passes(key, path, tmp_path):
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                       for o in c.get("outputs", []))
     for name in sorted(_exercises(path)):
-        assert f"[{name}] correct: your function passes" in printed, f"{name} did not pass"
+        assert (f"[{name}] correct: your function passes" in printed
+                or f"[{name}] correct: your prediction matches the measurement" in printed), \
+            f"{name} did not pass"
 
 
 def test_exercise_cells_are_found_by_check_and_by_use():
@@ -77,3 +83,13 @@ def test_exercise_cells_are_found_by_check_and_by_use():
     assert match.groups() == ("nb03.softmax_with_temperature", "softmax_with_temperature")
     assert EXERCISE_CALL.search('check("nb02.confusion_matrix", mine)').group(2) == "mine"
     assert EXERCISE_CALL.search('recheck("nb02.confusion_matrix", mine)') is None
+
+
+def test_prediction_cells_are_filled_with_the_reasoned_prediction():
+    cell = ('from tinylab.exercises import predict\n\n'
+            'predicted_pads = predict("nb01.dynamic_padding", ...)     # your number')
+    filled = prediction_cell(cell)
+    assert filled.startswith('# Answer key: the reasoned prediction of "nb01.dynamic_padding"')
+    assert 'predicted_pads = predict("nb01.dynamic_padding", 7)' in filled
+    assert PREDICTION_STUB.search(filled) is None
+    assert PREDICTION_STUB.search('predict("nb01.dynamic_padding", 7)') is None

@@ -10,27 +10,10 @@ import torch.nn.functional as F
 from tinylab.exercises import check
 
 
-def _padding_fraction_with_library(lengths, batch_size):
-    from tinylab.data import padding_efficiency
-
-    batches = []
-    for start in range(0, len(lengths), batch_size):
-        chunk = lengths[start:start + batch_size]
-        mask = torch.zeros(len(chunk), max(chunk))
-        for row, n in enumerate(chunk):
-            mask[row, :n] = 1
-        batches.append({"attention_mask": mask})
-    return 1 - padding_efficiency(batches)["efficiency"]
-
-
 def _confusion_from_metrics(predictions, labels, num_classes):
     from tinylab.evaluate import classification_metrics
 
     return torch.tensor(classification_metrics(predictions, labels, num_classes)["confusion"])
-
-
-def _masked_softmax(scores, mask):
-    return torch.masked.softmax(scores, -1, mask=mask[:, None, None, :].bool().expand_as(scores))
 
 
 def _autograd_gradient(student_logits, teacher_logits, T):
@@ -73,14 +56,25 @@ def _quantize(weight):
     return torch.quantize_per_tensor(weight, scale, 0, torch.qint8).dequantize()
 
 
+def _value_relation(s, t, mask):
+    from tinylab.losses import minilm_value_relation_kl
+    return minilm_value_relation_kl(s, t, mask)
+
+
+def _attention_kl_of_relations(s, t, mask):
+    from tinylab.losses import minilm_attention_kl
+
+    def relation(v):
+        return v @ v.transpose(-1, -2) / v.shape[-1] ** 0.5
+    return minilm_attention_kl(relation(s), relation(t), mask)
+
+
 def _fake_quantize(weight):
     scale = float(weight.abs().max()) / 127.5
     return torch.fake_quantize_per_tensor_affine(weight, scale, 0, -128, 127)
 
 
 SHORTCUTS = [
-    ("nb01.padding_fraction", _padding_fraction_with_library, "tinylab.data.padding_efficiency"),
-    ("nb02.attention_probabilities", _masked_softmax, "torch.masked.softmax"),
     ("nb02.confusion_matrix", _confusion_from_metrics,
      "tinylab.evaluate.classification_metrics"),
     ("nb03.softmax_with_temperature", lambda z, t: torch.softmax(z / t, -1), "torch.softmax"),
@@ -111,6 +105,8 @@ SHORTCUTS = [
     ("nb04.masked_attention_mse", _attention_mse, "tinylab.losses.attention_mse"),
     ("nb06.fake_quantize_int8", _quantize, "torch.quantize_per_tensor"),
     ("nb06.fake_quantize_int8", _fake_quantize, "torch.fake_quantize_per_tensor_affine"),
+    ("nb07.value_relation_kl", _value_relation, "tinylab.losses.minilm_value_relation_kl"),
+    ("nb07.value_relation_kl", _attention_kl_of_relations, "tinylab.losses.minilm_attention_kl"),
 ]
 
 
@@ -123,24 +119,11 @@ def test_library_shortcut_is_refused(name, shortcut, function, capsys):
     assert "hint:" in out
 
 
-def test_padding_with_the_tokenizer_is_refused(tiny_bert_dir, capsys):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
-
-    def pad_with_tokenizer(sequences, pad_token_id):
-        tokenizer.pad_token_id = pad_token_id
-        batch = tokenizer.pad({"input_ids": sequences}, return_tensors="pt")
-        return batch["input_ids"], batch["attention_mask"]
-    assert check("nb01.pad_batch", pad_with_tokenizer) is False
-    assert ("[nb01.pad_batch] refused: your code calls transformers.PreTrainedTokenizerBase.pad"
-            in capsys.readouterr().out)
-
-
 @pytest.mark.parametrize("name, function", [
     ("nb03.softmax_with_temperature", torch.softmax),
     ("nb04.masked_attention_mse", "tinylab.losses.attention_mse"),
     ("nb04.layer_mapping", "tinylab.losses.layer_map"),
+    ("nb07.value_relation_kl", "tinylab.losses.minilm_value_relation_kl"),
 ])
 def test_the_library_function_itself_is_refused(name, function, capsys):
     from tinylab.exercises import resolve
@@ -153,7 +136,6 @@ def test_the_library_function_itself_is_refused(name, function, capsys):
 def test_shortcuts_would_otherwise_pass():
     # The refusals above are not wrong answers in disguise: each shortcut computes the right
     # values (it is refused for what it calls, not for what it returns).
-    from tinylab.exercises.nb02 import attention_probabilities
     from tinylab.exercises.nb03 import soft_loss_gradient, softmax_with_temperature
     from tinylab.exercises.nb04 import _attention_cases, layer_mapping, masked_attention_mse
 
@@ -165,6 +147,8 @@ def test_shortcuts_would_otherwise_pass():
     assert _layer_map(4, 12, "uniform") == layer_mapping(4, 12, "uniform")
     for s, t, mask in _attention_cases():
         torch.testing.assert_close(_attention_mse(s, t, mask), masked_attention_mse(s, t, mask))
-    scores, mask = torch.randn(2, 2, 4, 4), torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
-    torch.testing.assert_close(_masked_softmax(scores, mask),
-                               attention_probabilities(scores, mask))
+    from tinylab.exercises.nb07 import _cases, value_relation_kl
+    for s, t, mask in _cases():
+        torch.testing.assert_close(_value_relation(s, t, mask), value_relation_kl(s, t, mask))
+        torch.testing.assert_close(_attention_kl_of_relations(s, t, mask),
+                                   value_relation_kl(s, t, mask))

@@ -1,6 +1,7 @@
 """The exercise machinery, and every registered exercise: its reference passes its own checker,
-an unattempted stub or a wrong answer is reported (never raised), and a library shortcut is
-refused with the function named."""
+an unattempted stub or a wrong answer is reported (never raised), a library shortcut is refused
+with the function named, every exercise has a nudge and an idea as hints (neither holding the
+reference's code), and predictions are compared with what the notebook measures."""
 from __future__ import annotations
 
 import importlib
@@ -16,6 +17,8 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(ex.__path__) if m.name.sta
 for _module in MODULES:
     importlib.import_module(f"tinylab.exercises.{_module}")
 ALL = ex.names()
+FUNCTIONS = [n for n in ALL if ex.get(n).kind == "function"]
+PREDICTIONS = [n for n in ALL if ex.get(n).kind == "prediction"]
 
 
 def test_every_notebook_module_registers_exercises():
@@ -24,7 +27,7 @@ def test_every_notebook_module_registers_exercises():
         assert ex.names(module), f"tinylab/exercises/{module}.py registers no exercise"
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", FUNCTIONS)
 def test_reference_solution_passes_its_checker(name, capsys):
     exercise = ex.get(name)
     assert check(name, exercise.reference) is True
@@ -43,7 +46,7 @@ def test_forbidden_names_resolve(name):
         assert (obj is not None) == installed, dotted
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", FUNCTIONS)
 def test_reference_does_not_call_what_it_forbids(name):
     # The answer key pastes the reference into the notebook as the learner's own function.
     exercise = ex.get(name)
@@ -53,7 +56,7 @@ def test_reference_does_not_call_what_it_forbids(name):
     assert check(name, copy) is True
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", FUNCTIONS)
 def test_unattempted_stub_is_reported_not_raised(name, capsys):
     def stub(*args, **kwargs):
         raise NotImplementedError
@@ -65,10 +68,204 @@ def test_unattempted_stub_is_reported_not_raised(name, capsys):
 
 @pytest.mark.parametrize("name", ALL)
 def test_hint_and_solution_print(name, capsys):
-    assert hint(name) == ex.get(name).hint
+    exercise = ex.get(name)
+    ex._HINTS_SHOWN.pop(name, None)
+    assert hint(name) == exercise.hints[0] == exercise.hint
+    out = capsys.readouterr().out
+    assert out.startswith(f"hint 1 of 2: {exercise.hints[0]}\n") and "again" in out
+    assert hint(name) == exercise.hints[1]                 # the second call: the idea
+    assert f"hint 2 of 2: {exercise.hints[1]}" in capsys.readouterr().out
+    assert hint(name) == exercise.hints[1]                 # and it stays there
+    assert hint(name, level=1) == exercise.hints[0]
+    capsys.readouterr()
     source = solution(name)
     assert source.startswith("def ") and "return" in source
-    assert capsys.readouterr().out == ex.get(name).hint + "\n" + source + "\n"
+    assert capsys.readouterr().out == source + "\n"
+    with pytest.raises(ValueError, match="levels 1..2"):
+        hint(name, level=3)
+
+
+# -- hints: a nudge, then the idea, never the code -----------------------------------------------
+
+def _code_fragments(function) -> set[str]:
+    """The reference's statements and the right-hand sides of its assignments, each without
+    spaces, as long as they are long enough to be code rather than a word (docstring and
+    comments left out)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    fragments = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue                                          # the docstring
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.Return, ast.Expr)):
+            fragments.add(ast.unparse(node))
+            if getattr(node, "value", None) is not None:
+                fragments.add(ast.unparse(node.value))
+        if isinstance(node, ast.Call):
+            fragments.add(ast.unparse(node))
+    return {"".join(f.split()) for f in fragments if len("".join(f.split())) >= 16}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_exercise_has_a_nudge_and_an_idea(name):
+    hints = ex.get(name).hints
+    assert len(hints) == 2, f"{name}: give two hint levels, a nudge and the idea"
+    assert len(hints[0]) < len(hints[1]) * 1.5, f"{name}: the nudge should be the shorter one"
+    assert hints[0] != hints[1]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_no_hint_level_contains_the_reference_code(name):
+    fragments = _code_fragments(ex.get(name).reference)
+    for level, text in enumerate(ex.get(name).hints, 1):
+        squeezed = "".join(text.split())
+        leaked = sorted(f for f in fragments if f in squeezed)
+        assert not leaked, f"{name}: hint level {level} holds the reference's code {leaked}"
+    nudge = ex.get(name).hints[0]
+    assert not any(token in nudge for token in (".sum(", ".mean(", ".backward(", "rng.", "[:, None")), (
+        f"{name}: the first hint should nudge in words, not show calls: {nudge!r}")
+
+
+def test_the_code_fragment_detector_finds_a_pasted_solution():
+    from tinylab.exercises.nb03 import softmax_with_temperature
+
+    fragments = _code_fragments(softmax_with_temperature)
+    pasted = "subtract: scaled = scaled - scaled.max(dim=-1, keepdim=True).values then exp"
+    assert any(f in "".join(pasted.split()) for f in fragments)
+
+
+# -- predictions -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", PREDICTIONS)
+def test_prediction_reference_is_a_value_the_checker_accepts_on_a_measurement(name, capsys):
+    exercise = ex.get(name)
+    answer = exercise.reference()
+    assert answer is not None and answer is not Ellipsis
+    truth = PREDICTION_TRUTHS[name]
+    assert check(name, answer, truth=truth) is True
+    out = capsys.readouterr().out
+    assert out.startswith(f"[{name}] correct: your prediction matches the measurement")
+    for wrong in PREDICTION_WRONG[name]:
+        assert check(name, wrong, truth=truth) is False
+        out = capsys.readouterr().out
+        assert f"[{name}] not what was measured" in out and f"hint: {exercise.hint}" in out
+    assert check(name, ..., truth=truth) is False           # not predicted yet: no reveal
+    out = capsys.readouterr().out
+    assert "no prediction yet" in out and "Measured" not in out
+
+
+# What the notebooks measure (the truths of the ci run, written out), and wrong predictions.
+PREDICTION_TRUTHS = {
+    "nb01.dynamic_padding": [(2, 11, 15), (2, 7, 14), (1, 3, 3)],
+    "nb01.sorted_padding": {"dataset order": 0.230, "sorted": 0.053},
+    "nb02.padded_query_row": {"row_sums": [1.0] * 12, "on_padded_keys": 0.0, "finite": True},
+}
+PREDICTION_WRONG = {
+    "nb01.dynamic_padding": [0, 23, "seven"],
+    "nb01.sorted_padding": ["a", "b", "(b)", "d"],
+    "nb02.padded_query_row": ["a", "c", "d", "x"],
+}
+
+
+def test_every_prediction_has_a_truth_and_wrong_answers_here():
+    assert set(PREDICTIONS) == set(PREDICTION_TRUTHS) == set(PREDICTION_WRONG)
+
+
+def test_a_prediction_follows_the_measurement_not_the_reference(capsys):
+    # The check compares with the truth it is given: another measurement, another answer.
+    assert check("nb01.dynamic_padding", 0, truth=[(2, 7, 14), (1, 3, 3)]) is True
+    assert "batch 1: 2 x 7 = 14 positions for 14 tokens, 0 [PAD]" in capsys.readouterr().out
+    assert check("nb01.sorted_padding", "a", truth={"dataset order": 0.2, "sorted": 0.19})
+    assert check("nb01.sorted_padding", "b", truth={"dataset order": 0.2, "sorted": 0.1})
+    assert check("nb02.padded_query_row", "c",
+                 truth={"row_sums": [float("nan")], "on_padded_keys": 0.0, "finite": False})
+    assert check("nb02.padded_query_row", "a",
+                 truth={"row_sums": [0.0, 0.0], "on_padded_keys": 0.0, "finite": True})
+    assert check("nb02.padded_query_row", "b",
+                 truth={"row_sums": [1.0], "on_padded_keys": 0.05, "finite": True}) is False
+    capsys.readouterr()
+
+
+def test_wrong_predictions_name_the_usual_mistake(capsys):
+    truth = PREDICTION_TRUTHS["nb01.dynamic_padding"]
+    assert check("nb01.dynamic_padding", 23, truth=truth) is False
+    out = capsys.readouterr().out
+    assert "padding every review to the longest of all (11)" in out
+    assert "you predicted 23, the batches hold 7 [PAD] positions" in out
+    assert check("nb02.padded_query_row", "a", truth=PREDICTION_TRUTHS["nb02.padded_query_row"])\
+        is False
+    assert "you chose (a), the measurement says (b)" in capsys.readouterr().out
+
+
+def test_predict_notes_the_value_and_refuses_function_exercises(capsys):
+    assert ex.predict("nb01.dynamic_padding", 7) == 7
+    assert "[nb01.dynamic_padding] prediction noted: 7" in capsys.readouterr().out
+    assert ex.predict("nb01.dynamic_padding", ...) is Ellipsis
+    assert "no prediction yet" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="not a prediction"):
+        ex.predict("nb03.softmax_with_temperature", 1)
+    with pytest.raises(TypeError, match="truth=measured"):
+        check("nb01.dynamic_padding", 7)
+    with pytest.raises(TypeError, match="prediction"):
+        use("nb01.dynamic_padding", lambda: 7)
+    with pytest.raises(TypeError, match="truth= is for prediction"):
+        check("nb03.softmax_with_temperature", _stable_softmax, truth=1)
+
+
+# -- the notebooks: stubs, predictions and CI-only cells ---------------------------------------
+
+def _notebook_cells():
+    import nbformat
+
+    from tinylab.course import list_notebooks
+
+    for path in list_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        yield path, [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_reference_pass_cells_are_ci_only_and_hidden():
+    """A cell that only proves "the reference solution passes" is tagged ci-only (the site drops
+    it, scripts/site.py) and collapsed in Jupyter; every other cell is not."""
+    import re
+
+    reference_check = re.compile(r"assert check\(\"nb\d\d\.\w+\", reference_\w+\)")
+    found = 0
+    for path, cells in _notebook_cells():
+        if path.name.startswith("06_"):     # TODO: notebook 06's reference cell is mixed still
+            continue
+        for cell in cells:
+            tags = set(cell.metadata.get("tags", []))
+            if reference_check.search(cell.source):
+                found += 1
+                assert {"ci-only", "remove-cell"} <= tags, (path.name, cell.source[:80])
+                assert cell.metadata.get("jupyter", {}).get("source_hidden") is True
+                lines = [l for l in cell.source.splitlines() if l and not l.startswith("#")]
+                assert len(lines) == 2, f"{path.name}: a CI-only cell holds only the check"
+            else:
+                assert "ci-only" not in tags, (path.name, cell.source[:80])
+    assert found == len([n for n in FUNCTIONS if not n.startswith("nb06.")])
+
+
+@pytest.mark.parametrize("name", PREDICTIONS)
+def test_each_prediction_is_written_down_before_it_is_measured(name):
+    import re
+
+    module = name.split(".")[0]
+    for path, cells in _notebook_cells():
+        if not path.name.startswith(module[2:]):
+            continue
+        sources = [c.source for c in cells]
+        stub = [i for i, s in enumerate(sources) if f'predict("{name}", ...)' in s]
+        checked = [i for i, s in enumerate(sources)
+                   if re.search(rf'check\("{re.escape(name)}", \w+, truth=\w+\)', s)]
+        assert len(stub) == 1 and len(checked) == 1, (path.name, stub, checked)
+        assert stub[0] < checked[0], f"{path.name}: predict first, then measure"
+        return
+    raise AssertionError(f"no notebook for {name}")
 
 
 def _stable_softmax(z):
@@ -97,8 +294,12 @@ def test_register_validates_its_input():
         register("no_dot", checker=print, hint="h", reference=print)
     with pytest.raises(ValueError, match="hint"):
         register("nb99.x", checker=print, hint="  ", reference=print)
+    with pytest.raises(ValueError, match="hint"):
+        register("nb99.x", checker=print, hint=("nudge", " "), reference=print)
     with pytest.raises(TypeError, match="callables"):
         register("nb99.x", checker="nope", hint="h", reference=print)
+    with pytest.raises(ValueError, match="kind"):
+        register("nb99.x", checker=print, hint="h", reference=print, kind="quiz")
 
 
 def test_unknown_exercise_names_the_known_ones():
@@ -258,36 +459,10 @@ def test_soft_cross_entropy_accepts_the_learners_own_softmax(capsys):
     assert "correct: your function passes" in capsys.readouterr().out
 
 
-# -- notebooks 01 and 02: wrong answers are named ---------------------------------------------
+# -- notebook 02: wrong answers are named ----------------------------------------------------
 
-def test_pad_batch_and_padding_fraction_name_wrong_answers(capsys):
-    from tinylab.exercises.nb01 import pad_batch, padding_fraction
-
-    def left_padded(sequences, pad_token_id):
-        ids, mask = pad_batch([s[::-1] for s in sequences], pad_token_id)
-        return ids.flip(-1), mask.flip(-1)
-    assert check("nb01.pad_batch", left_padded) is False
-    assert "right padding" in capsys.readouterr().out
-
-    def no_mask(sequences, pad_token_id):
-        ids, mask = pad_batch(sequences, pad_token_id)
-        return ids, torch.ones_like(mask)
-    assert check("nb01.pad_batch", no_mask) is False
-    assert "1 on real tokens, 0 on padding" in capsys.readouterr().out
-
-    def whole_dataset_as_one_batch(lengths, batch_size):
-        return padding_fraction(lengths, len(lengths))
-    assert check("nb01.padding_fraction", whole_dataset_as_one_batch) is False
-    assert "not yet: lengths [3, 1, 4, 1, 5], batch_size 2" in capsys.readouterr().out
-
-
-def test_attention_probabilities_and_confusion_matrix_name_wrong_answers(capsys):
+def test_confusion_matrix_names_swapped_axes(capsys):
     from tinylab.exercises.nb02 import confusion_matrix
 
-    assert check("nb02.attention_probabilities", lambda s, m: torch.softmax(s, -1)) is False
-    assert "padded keys (mask 0) must get probability 0" in capsys.readouterr().out
-    assert check("nb02.attention_probabilities",
-                 lambda s, m: torch.softmax(s, -1) * m[:, None, None, :]) is False
-    assert "must sum to 1" in capsys.readouterr().out
     assert check("nb02.confusion_matrix", lambda p, y, c: confusion_matrix(y, p, c)) is False
     assert "rows and columns are swapped" in capsys.readouterr().out

@@ -127,3 +127,56 @@ def test_browser_check_fails_on_console_errors_and_missing_figures(tmp_path):
     assert "notebooks/05_x.html: shows 0 figure(s), the notebook has 1" in text
     assert "request failed" in text or "404" in text
     assert (tmp_path / "shots" / "landing.png").stat().st_size > 0
+
+
+def test_site_drops_ci_only_cells_and_keeps_the_rest():
+    ci = {"cell_type": "code", "source": 'assert check("nb03.x", reference_x)', "outputs": [],
+          "metadata": {"tags": ["ci-only", "remove-cell"]}, "execution_count": 2}
+    nb = _nb([{"cell_type": "markdown", "metadata": {}, "source": "# 03 · X\n"}, _code([PNG]), ci,
+              {**_code([]), "metadata": {"tags": ["keep_output"]}}])
+    out = site.site_notebook(nb)
+    assert [c["source"] for c in out["cells"]] == ["# 03 · X\n", "x", "x"]
+    assert len(nb["cells"]) == 4, "the executed notebook itself must be left alone"
+
+
+def test_site_pages_of_the_course_have_no_reference_checks(tmp_path):
+    """Every course notebook, as the site renders it: the CI-only cells (the reference
+    solutions passing their checkers) are gone, every other cell is still there, and the
+    source notebooks (what CI executes) still hold them."""
+    import re
+
+    check_reference = re.compile(r'assert check\("nb\d\d\.\w+", reference_\w+\)')
+    names = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    dropped = 0
+    for name in names:
+        nb = json.loads((ROOT / "notebooks" / name).read_text(encoding="utf-8"))
+        page = site.site_notebook(nb)
+        tagged = [c for c in nb["cells"] if "ci-only" in c["metadata"].get("tags", [])]
+        assert len(page["cells"]) == len(nb["cells"]) - len(tagged)
+        dropped += len(tagged)
+        if name.startswith("06_"):   # notebook 06's reference check is not split out yet
+            continue
+        assert not any(check_reference.search("".join(c["source"])) for c in page["cells"]), name
+    assert dropped >= 10
+
+
+def test_assemble_writes_pages_without_the_ci_only_cells(tmp_path, monkeypatch):
+    """The site's source folder, as `build` assembles it from executed notebooks: the page of a
+    notebook with a CI-only cell lacks it, the executed copy keeps it."""
+    mathjax = tmp_path / "mathjax"
+    mathjax.mkdir()
+    (mathjax / "tex-svg.js").write_text("// stand-in")
+    monkeypatch.setattr(site, "_mathjax_folder", lambda: mathjax)
+    ci = {"cell_type": "code", "source": 'assert check("nb03.x", reference_x)', "outputs": [],
+          "metadata": {"tags": ["ci-only", "remove-cell"]}, "execution_count": 2}
+    executed = tmp_path / "executed" / "03_x.ipynb"
+    executed.parent.mkdir()
+    executed.write_text(json.dumps(_nb([{"cell_type": "markdown", "metadata": {},
+                                         "source": "# 03 · X\n"}, _code([PNG]), ci])))
+    src = site._fresh_dir(tmp_path / "src")
+    figures = site.assemble({"03_x.ipynb": executed}, src, profile="ci")
+    page = json.loads((src / "notebooks" / "03_x.ipynb").read_text())
+    assert [c["cell_type"] for c in page["cells"]] == ["markdown", "code"]
+    assert "reference_x" not in json.dumps(page)
+    assert "reference_x" in executed.read_text()
+    assert figures == {"03_x": 1}

@@ -4,8 +4,10 @@
 in ``raise NotImplementedError``, then ``function = use("nbNN.name", function)`` or
 ``check("nbNN.name", function)``) is replaced by the reference solution's source from
 ``tinylab/exercises/nbNN.py`` - the same function the checker is tested against - defined under
-the learner's name, and a ``check`` call that must pass. CI executes the copies (``tests/
-test_answer_key.py``), so the key and the checks cannot drift apart.
+the learner's name, and a ``check`` call that must pass. In a prediction cell
+(``predict("nbNN.name", ...)``) the ``...`` becomes the reference prediction, so the later
+``check(..., truth=measured)`` compares it with what the copy measures. CI executes the copies
+(``tests/test_answer_key.py``), so the key and the checks cannot drift apart.
 """
 from __future__ import annotations
 
@@ -15,10 +17,13 @@ import re
 import textwrap
 from pathlib import Path
 
-__all__ = ["EXERCISE_CALL", "solution_cell", "write_solutions"]
+__all__ = ["EXERCISE_CALL", "PREDICTION_STUB", "prediction_cell", "solution_cell",
+           "write_solutions"]
 
 #: ``check("nb03.name", candidate)`` or ``use("nb03.name", candidate)`` in an exercise cell.
 EXERCISE_CALL = re.compile(r"""\b(?:check|use)\(\s*["'](nb\d\d\.\w+)["']\s*,\s*(\w+)\s*\)""")
+#: ``predict("nb01.name", ...)``: a prediction the learner has not written yet.
+PREDICTION_STUB = re.compile(r"""\bpredict\(\s*["'](nb\d\d\.\w+)["']\s*,\s*\.\.\.\s*\)""")
 
 
 def _module_imports(module) -> list[str]:
@@ -50,35 +55,65 @@ def solution_cell(name: str, learner_name: str) -> str:
     return "\n".join(lines)
 
 
-def write_solutions(out_dir: str | Path, notebook_dir: str | Path | None = None) -> list[Path]:
+def prediction_cell(source: str) -> str:
+    """``source`` (a prediction cell) with every ``predict("nbNN.name", ...)`` filled in with
+    the reference prediction of that exercise, under a comment naming the answer key."""
+    from tinylab.exercises import get
+
+    names = []
+
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        names.append(name)
+        return f'predict("{name}", {get(name).reference()!r})'
+
+    filled = PREDICTION_STUB.sub(fill, source)
+    header = "".join(f'# Answer key: the reasoned prediction of "{n}" (solution("{n}") '
+                     f'explains it).\n' for n in names)
+    return header + filled
+
+
+def write_solutions(out_dir: str | Path, notebook_dir: str | Path | None = None, *,
+                    overwrite: bool = False) -> list[Path]:
     """Write the answer-key copies of every course notebook into ``out_dir``; return them.
 
-    Refuses (``FileExistsError``, one line) to replace a file that is already there: the
-    folder may hold someone's edited copies. Outputs and everything but the exercise cells
-    are kept as they are; the copies keep their ``parameters`` cell, so papermill and
-    ``tinylab course run --notebook-dir`` run them like the originals.
+    The folder is claimed first (:func:`tinylab.run_folder.claim_folder`): a folder holding
+    other files is refused unless ``overwrite``, and a symbolic link named like one of the
+    copies is always refused (writing would change what it points at). Without ``overwrite``
+    it also refuses (``FileExistsError``, one line) to replace a copy that is already there:
+    the folder may hold someone's edited copies. Each copy is written atomically. Outputs and
+    everything but the exercise cells are kept as they are; the copies keep their
+    ``parameters`` cell, so papermill and ``tinylab course run --notebook-dir`` run them like
+    the originals.
     """
     import nbformat
 
+    from tinylab.atomic import atomic_write_text
     from tinylab.course import list_notebooks
+    from tinylab.run_folder import claim_folder
 
     out = Path(out_dir)
     sources = list_notebooks(notebook_dir)
     clashes = [out / p.name for p in sources if (out / p.name).exists()]
-    if clashes:
+    if clashes and not overwrite:
         raise FileExistsError(f"{clashes[0]} already exists; write the answer key into a new "
-                              f"or empty folder")
-    out.mkdir(parents=True, exist_ok=True)
+                              f"or empty folder (or pass --overwrite to replace the copies)")
+    claim_folder(out, "tinylab course solutions", overwrite=overwrite,
+                 writes=[p.name for p in sources])
     written = []
     for path in sources:
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
+            if cell.cell_type == "code" and PREDICTION_STUB.search(cell.source):
+                cell.source = prediction_cell(cell.source)
+                continue
             if cell.cell_type != "code" or "raise NotImplementedError" not in cell.source:
                 continue
             match = EXERCISE_CALL.search(cell.source)
             if match:
                 cell.source = solution_cell(match.group(1), match.group(2))
         nb.metadata.setdefault("tinylab", {})["answer_key"] = True
-        nbformat.write(nb, out / path.name)
+        text = nbformat.writes(nb)
+        atomic_write_text(out / path.name, text if text.endswith("\n") else text + "\n")
         written.append(out / path.name)
     return written

@@ -10,13 +10,29 @@ solution, and the library functions the answer must not call. In a notebook::
         raise NotImplementedError  # your code here
 
     softmax_with_temperature = use("nb03.softmax_with_temperature", softmax_with_temperature)
-    hint("nb03.softmax_with_temperature")
+    hint("nb03.softmax_with_temperature")       # a nudge; call it again for the idea
     solution("nb03.softmax_with_temperature")                           # prints the source
 
 ``use`` checks the answer (printing what is wrong, never raising) and returns it when it
 passes, the reference solution otherwise: the cells below always run, and they run the
 learner's own function as soon as it is right. ``check`` does the checking alone and returns
 ``True`` or ``False``.
+
+Hints come in two levels: ``hint(name)`` prints a nudge (where to look, what to think about),
+a second ``hint(name)`` (or ``hint(name, level=2)``) the idea (the method, in words). Neither is
+the code: that is ``solution(name)``, and the answer key (:mod:`tinylab.answer_key`).
+
+Predictions: an exercise registered with ``kind="prediction"`` asks for a value, not a
+function. The learner writes it down before anything is computed, and a later cell measures the
+truth and compares::
+
+    predicted_pads = predict("nb01.dynamic_padding", ...)   # replace ... with your number
+    ...                                                     # the cells that measure it
+    check("nb01.dynamic_padding", predicted_pads, truth=pads_counted)
+
+Its ``checker(prediction, truth)`` returns the explanation of the measured value, and raises
+``AssertionError`` (with that explanation) when the prediction is wrong; its ``reference`` takes
+no argument and returns the reasoned answer (``solution`` prints the reasoning).
 
 Writing an exercise module (``nbNN.py``)::
 
@@ -25,7 +41,8 @@ Writing an exercise module (``nbNN.py``)::
     def _reference(logits, T): ...
     def _checker(candidate):            # raise AssertionError("what is wrong") if wrong
         ...
-    register("nbNN.short_name", checker=_checker, hint="...", reference=_reference,
+    register("nbNN.short_name", checker=_checker, reference=_reference,
+             hint=("a nudge: where to look", "the idea: the method in words, no code"),
              forbidden=("torch.softmax", "torch.Tensor.softmax"),
              why="this exercise asks you to write the softmax yourself")
 
@@ -59,47 +76,64 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 __all__ = ["Exercise", "ShortcutUsed", "register", "check", "use", "hint", "solution", "get",
-           "names"]
+           "names", "predict"]
 
 
 @dataclass(frozen=True)
 class Exercise:
     """One exercise: ``checker(candidate)`` raises ``AssertionError`` when the answer is wrong.
 
-    ``forbidden``: dotted names of the library functions the answer must not call; ``why``:
-    one sentence saying why they are refused.
+    ``hints``: the hint levels, a nudge first, then the idea; ``forbidden``: dotted names of the
+    library functions the answer must not call; ``why``: one sentence saying why they are
+    refused; ``kind``: ``"function"`` (the learner writes a function) or ``"prediction"`` (the
+    learner predicts a value that a notebook cell then measures).
     """
 
     name: str
-    checker: Callable[[Any], Any]
-    hint: str
+    checker: Callable[..., Any]
+    hints: tuple[str, ...]
     reference: Callable[..., Any]
     forbidden: tuple[str, ...] = ()
     why: str | None = None
+    kind: str = "function"
+
+    @property
+    def hint(self) -> str:
+        """The first hint level (what ``check`` prints under a wrong answer)."""
+        return self.hints[0]
 
 
 _REGISTRY: dict[str, Exercise] = {}
+_HINTS_SHOWN: dict[str, int] = {}       # exercise name -> highest hint level printed so far
 
 _DEFAULT_WHY = "this exercise asks you to write that computation yourself"
 
 
-def register(name: str, *, checker: Callable[[Any], Any], hint: str,
+KINDS = ("function", "prediction")
+
+
+def register(name: str, *, checker: Callable[..., Any], hint: str | tuple[str, ...] | list[str],
              reference: Callable[..., Any], forbidden: tuple[str, ...] | list[str] = (),
-             why: str | None = None) -> Exercise:
+             why: str | None = None, kind: str = "function") -> Exercise:
     """Add an exercise to the registry (called at import time by ``nbNN.py``).
 
     ``name`` must look like ``"nbNN.short_name"``: the part before the dot names the module that
     defines it, so ``check`` can import that module on first use. ``forbidden``: dotted names
     of library functions (or classes) the answer must not call, e.g. ``("torch.softmax",
     "torch.Tensor.softmax")``; ``why``: one sentence saying why (printed when one is called).
+    ``hint``: the hint levels, ``("nudge", "idea")`` (a single string is one level).
+    ``kind``: ``"function"`` or ``"prediction"`` (see the module docstring).
     """
     module, dot, short = name.partition(".")
     if not dot or not module or not short:
         raise ValueError(f"exercise name {name!r} must look like 'nb03.short_name'")
     if not callable(checker) or not callable(reference):
         raise TypeError(f"exercise {name!r}: checker and reference must be callables")
-    if not hint.strip():
-        raise ValueError(f"exercise {name!r}: give a non-empty hint")
+    hints = (hint,) if isinstance(hint, str) else tuple(hint)
+    if not hints or not all(isinstance(h, str) and h.strip() for h in hints):
+        raise ValueError(f"exercise {name!r}: give a non-empty hint (or non-empty hint levels)")
+    if kind not in KINDS:
+        raise ValueError(f"exercise {name!r}: kind must be one of {KINDS}, got {kind!r}")
     if isinstance(forbidden, str):
         raise TypeError(f"exercise {name!r}: forbidden must be a tuple of dotted names, got the "
                         f"string {forbidden!r}")
@@ -107,10 +141,12 @@ def register(name: str, *, checker: Callable[[Any], Any], hint: str,
     if bad:
         raise ValueError(f"exercise {name!r}: forbidden names must be dotted paths such as "
                          f"'torch.softmax', got {bad}")
-    exercise = Exercise(name=name, checker=checker, hint=hint.strip(), reference=reference,
-                        forbidden=tuple(forbidden), why=why.strip() if why else None)
+    exercise = Exercise(name=name, checker=checker, hints=tuple(h.strip() for h in hints),
+                        reference=reference, forbidden=tuple(forbidden),
+                        why=why.strip() if why else None, kind=kind)
     _REGISTRY[name] = exercise
     _GUARDS.pop(name, None)
+    _HINTS_SHOWN.pop(name, None)
     return exercise
 
 
@@ -315,7 +351,10 @@ def _refused(exercise: Exercise, function: str) -> bool:
     return False
 
 
-def check(name: str, candidate: Any) -> bool:
+_NO_TRUTH = object()
+
+
+def check(name: str, candidate: Any, *, truth: Any = _NO_TRUTH) -> bool:
     """Check a learner's answer; print whether it passes, or what is wrong plus the hint.
 
     Never raises for a wrong or unattempted answer (``NotImplementedError``), so a notebook runs
@@ -323,8 +362,18 @@ def check(name: str, candidate: Any) -> bool:
     An answer that calls one of the exercise's forbidden library functions is refused, with
     the function named. The registered reference solution itself prints "the reference
     solution passes", a learner's function "correct: your function passes".
+
+    For a prediction exercise, ``candidate`` is the learner's prediction and ``truth`` the
+    value the notebook measured: the checker compares the two and explains the measurement.
     """
     exercise = get(name)
+    if exercise.kind == "prediction":
+        if truth is _NO_TRUTH:
+            raise TypeError(f"{name} is a prediction: pass the measured value, "
+                            f"check({name!r}, prediction, truth=measured)")
+        return _check_prediction(exercise, candidate, truth)
+    if truth is not _NO_TRUTH:
+        raise TypeError(f"{name} checks a function; truth= is for prediction exercises")
     guard = _guard(exercise)
     if guard is not None:
         direct = guard.matches(candidate)
@@ -360,6 +409,42 @@ def check(name: str, candidate: Any) -> bool:
     return True
 
 
+def _check_prediction(exercise: Exercise, prediction: Any, truth: Any) -> bool:
+    name = exercise.name
+    if prediction is None or prediction is Ellipsis:
+        print(f"[{name}] no prediction yet: replace ... in the prediction cell with yours and "
+              f"run the cells again (the measurement is explained once you have committed to "
+              f"an answer)")
+        return False
+    try:
+        explanation = exercise.checker(prediction, truth)
+    except AssertionError as err:
+        print(f"[{name}] not what was measured: {str(err).strip()}")
+        print(f"hint: {exercise.hint}")
+        return False
+    print(f"[{name}] correct: your prediction matches the measurement ({prediction!r})."
+          + (f" {explanation.strip()}" if explanation else ""))
+    return True
+
+
+def predict(name: str, prediction: Any) -> Any:
+    """Note a learner's prediction for the prediction exercise ``name``; return it unchanged.
+
+    Write it in the cell *before* the cells that measure the answer::
+
+        predicted_pads = predict("nb01.dynamic_padding", ...)   # replace ... with your answer
+    """
+    exercise = get(name)
+    if exercise.kind != "prediction":
+        raise TypeError(f"{name} is not a prediction exercise; use check() or use()")
+    if prediction is None or prediction is Ellipsis:
+        print(f"[{name}] no prediction yet: replace ... with your answer before you run the "
+              f"cells below (they run either way)")
+    else:
+        print(f"[{name}] prediction noted: {prediction!r}")
+    return prediction
+
+
 def use(name: str, candidate: Callable[..., Any]) -> Callable[..., Any]:
     """Check ``candidate`` and return the function the following cells should use.
 
@@ -370,16 +455,35 @@ def use(name: str, candidate: Callable[..., Any]) -> Callable[..., Any]:
         softmax_with_temperature = use("nb03.softmax_with_temperature", softmax_with_temperature)
     """
     exercise = get(name)
+    if exercise.kind != "function":
+        raise TypeError(f"{name} is a prediction; check it with check({name!r}, prediction, "
+                        f"truth=measured)")
     if check(name, candidate):
         return candidate
     print(f"[{name}] the cells below use the reference solution until yours passes")
     return exercise.reference
 
 
-def hint(name: str) -> str:
-    """Print (and return) the hint of exercise ``name``."""
-    text = get(name).hint
-    print(text)
+def hint(name: str, level: int | None = None) -> str:
+    """Print (and return) a hint of exercise ``name``: the first call a nudge, the next the idea.
+
+    ``level``: ask for one level directly (1 = the nudge, 2 = the idea). Without it each call
+    goes one level further, up to the last. No level is the solution: ``solution(name)`` is.
+    """
+    exercise = get(name)
+    levels = len(exercise.hints)
+    if level is None:
+        level = min(_HINTS_SHOWN.get(name, 0) + 1, levels)
+    if not isinstance(level, int) or not 1 <= level <= levels:
+        raise ValueError(f"{name} has hint levels 1..{levels}, got {level!r}")
+    _HINTS_SHOWN[name] = max(_HINTS_SHOWN.get(name, 0), level)
+    text = exercise.hints[level - 1]
+    if levels == 1:
+        print(text)
+        return text
+    following = (f'hint("{name}") again for the next one' if level < levels
+                 else f'the full answer: solution("{name}")')
+    print(f"hint {level} of {levels}: {text}\n({following})")
     return text
 
 

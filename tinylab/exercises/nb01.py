@@ -1,86 +1,115 @@
-"""Exercises of notebook 01 (tokenization): padding a batch by hand, measuring padding waste."""
-from __future__ import annotations
+"""Exercises of notebook 01 (tokenization): two predictions, checked against measurements.
 
-import torch
+* ``dynamic_padding``: how many ``[PAD]`` positions dynamic padding puts into a few batches
+  whose lengths are given (the notebook counts them in ``make_dataloader``'s batches);
+* ``sorted_padding``: how much of the padding sorting by length removes, on the real lengths
+  of the training split (the notebook measures both orders).
+
+The learner writes the prediction down first (``predict``), the notebook measures the truth,
+and ``check(name, prediction, truth=measured)`` compares the two and explains the measurement.
+"""
+from __future__ import annotations
 
 from tinylab.exercises import register
 
 
-def _sequences(seed: int) -> list[list[int]]:
-    gen = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, 12, (7,), generator=gen).tolist()
-    return [torch.randint(5, 1000, (n,), generator=gen).tolist() for n in lengths]
+# -- 1. dynamic padding, predicted -----------------------------------------------------------------
+
+def dynamic_padding() -> int:
+    """Five reviews of 4, 11, 7, 7 and 3 tokens, batch_size 2, dataset order, dynamic padding."""
+    # The batches are (4, 11), (7, 7) and (3): each is padded to its own longest review.
+    # (4, 11): 2 rows x 11 = 22 positions for 4 + 11 = 15 tokens -> 7 [PAD]
+    # (7, 7): both already 7 long -> 0;  (3): alone in its batch -> 0
+    return 7
 
 
-# -- 1. dynamic padding by hand --------------------------------------------------------------------
-
-def pad_batch(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token-id lists to the longest one; return ``(input_ids, attention_mask)``, (B, L)."""
-    longest = max(len(seq) for seq in sequences)
-    input_ids = torch.full((len(sequences), longest), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attention_mask[row, :len(seq)] = 1
-    return input_ids, attention_mask
+def _batch_facts(truth) -> list[tuple[int, int, int]]:
+    """``truth``: one (rows, padded length, real tokens) triple per batch."""
+    facts = [tuple(int(x) for x in batch) for batch in truth]
+    assert facts and all(len(f) == 3 for f in facts), \
+        "truth: one (rows, padded length, real tokens) triple per batch"
+    return facts
 
 
-def _check_pad_batch(candidate) -> None:
-    for seed, pad in ((0, 0), (1, 0), (2, 3)):
-        sequences = _sequences(seed)
-        got = candidate([list(s) for s in sequences], pad)
-        assert isinstance(got, tuple) and len(got) == 2, \
-            "return a tuple (input_ids, attention_mask)"
-        want_ids, want_mask = pad_batch(sequences, pad)
-        ids, mask = (torch.as_tensor(t) for t in got)
-        assert ids.shape == want_ids.shape, (f"input_ids shape {tuple(ids.shape)}, expected "
-                                             f"{tuple(want_ids.shape)} (batch, longest length)")
-        assert torch.equal(ids.long(), want_ids), ("input_ids differ: keep each sequence at the "
-                                                   "start of its row and fill the rest with the "
-                                                   "pad id (right padding)")
-        assert torch.equal(mask.long(), want_mask), ("attention_mask differs: 1 on real tokens, "
-                                                     "0 on padding")
+def _check_dynamic_padding(prediction, truth) -> str:
+    facts = _batch_facts(truth)
+    pads = sum(rows * length - real for rows, length, real in facts)
+    parts = "; ".join(f"batch {i + 1}: {rows} x {length} = {rows * length} positions for {real} "
+                      f"tokens, {rows * length - real} [PAD]"
+                      for i, (rows, length, real) in enumerate(facts))
+    explanation = (f"{parts}. Each batch is padded to its own longest review, so a batch of "
+                   f"equal lengths, or of one review, needs no padding at all.")
+    try:
+        guess = float(prediction)
+    except (TypeError, ValueError):
+        raise AssertionError(f"predict a number of [PAD] positions, got {prediction!r}. "
+                             f"{explanation}") from None
+    if guess == pads:
+        return explanation
+    longest = max(length for _, length, _ in facts)
+    everything = sum(rows for rows, _, _ in facts) * longest - sum(r for _, _, r in facts)
+    why = ""
+    if guess == everything:
+        why = (f" {everything} is what padding every review to the longest of all ({longest}) "
+               f"gives: dynamic padding pads each batch to its own longest.")
+    raise AssertionError(f"you predicted {prediction!r}, the batches hold {pads} [PAD] "
+                         f"positions.{why} {explanation}")
 
 
-register("nb01.pad_batch", checker=_check_pad_batch, reference=pad_batch,
-         forbidden=("transformers.PreTrainedTokenizerBase.pad",
-                    "transformers.DataCollatorWithPadding"),
-         why="this exercise asks you to pad the batch yourself (the tokenizer's pad() does it "
-             "all; torch.nn.utils.rnn.pad_sequence is allowed)",
-         hint="Find the longest sequence, start from a (B, L) tensor full of pad_token_id and a "
-              "(B, L) tensor of zeros, then copy each sequence into the start of its row and set "
-              "the mask to 1 there. (torch.nn.utils.rnn.pad_sequence does the first half.)")
+register("nb01.dynamic_padding", kind="prediction", checker=_check_dynamic_padding,
+         reference=dynamic_padding,
+         hint=("Which reviews end up in the same batch when the order is kept? Each batch is "
+               "padded separately.",
+               "Cut the lengths into consecutive groups of batch_size; in each group every "
+               "review is padded up to the group's longest, so a group costs (size x longest) "
+               "positions of which the sum of its lengths are real. Add up the differences."))
 
 
-# -- 2. how much of a batch is padding -------------------------------------------------------------
+# -- 2. sorting by length, predicted -----------------------------------------------------------
 
-def padding_fraction(lengths: list[int], batch_size: int) -> float:
-    """Share of padded positions when consecutive ``batch_size`` examples form a batch that is
-    padded to its own longest example (the last batch may be smaller)."""
-    padded = real = 0
-    for start in range(0, len(lengths), batch_size):
-        batch = lengths[start:start + batch_size]
-        padded += len(batch) * max(batch)
-        real += sum(batch)
-    return 1 - real / padded
+SORTED_CHOICES = {
+    "a": "sorting changes little: more than 2/3 of the dataset-order padding remains",
+    "b": "sorting removes about half of it: between 1/3 and 2/3 remains",
+    "c": "sorting removes most of it: less than 1/3 remains",
+}
 
 
-def _check_padding_fraction(candidate) -> None:
-    gen = torch.Generator().manual_seed(3)
-    cases = [([5, 5, 5, 5], 2), ([1, 9], 2), ([3, 1, 4, 1, 5], 2), ([7], 4)]
-    cases += [(torch.randint(2, 64, (n,), generator=gen).tolist(), b)
-              for n, b in ((100, 32), (37, 8), (10, 16))]
-    for lengths, batch_size in cases:
-        got = candidate(list(lengths), batch_size)
-        want = padding_fraction(lengths, batch_size)
-        assert abs(float(got) - want) < 1e-9, (
-            f"lengths {lengths[:8]}{'...' if len(lengths) > 8 else ''}, batch_size {batch_size}: "
-            f"got {float(got):.4f}, expected {want:.4f}")
+def sorted_padding() -> str:
+    """Consecutive batches of the real training lengths: sorted by length versus dataset order."""
+    # Sorted, a batch holds neighbours in length: its longest review is at most a few tokens
+    # longer than its shortest, whereas in dataset order a batch of random reviews likely
+    # holds one long review that sets the length for all. What remains is the small steps
+    # between neighbouring lengths (and the longest batch, where the lengths spread out):
+    # well under a third.
+    return "c"
 
 
-register("nb01.padding_fraction", checker=_check_padding_fraction, reference=padding_fraction,
-         forbidden=("tinylab.data.padding_efficiency",),
-         why="this exercise asks you to count the padded positions yourself",
-         hint="Walk over the lengths in slices of batch_size; a slice costs len(slice) * max(slice) "
-              "positions of which sum(slice) are real tokens. The answer is 1 - real / padded "
-              "over all slices (the last slice can be shorter).")
+def _check_sorted_padding(prediction, truth) -> str:
+    order, by_length = float(truth["dataset order"]), float(truth["sorted"])
+    assert order > 0, "truth: the dataset-order padding share must be positive"
+    ratio = by_length / order
+    answer = "a" if ratio > 2 / 3 else "b" if ratio >= 1 / 3 else "c"
+    explanation = (f"Measured: {order:.1%} of the positions are padding in dataset order, "
+                   f"{by_length:.1%} sorted by length ({ratio:.1%} of it remains: "
+                   f"({answer}) {SORTED_CHOICES[answer]}). Sorted, each batch holds neighbours "
+                   f"in length, so only the small steps between neighbouring lengths are "
+                   f"padded; length-grouped batching gets most of this gain while keeping the "
+                   f"order random (it sorts inside random chunks).")
+    choice = str(prediction).strip().lower().strip("()")
+    if choice not in SORTED_CHOICES:
+        raise AssertionError(f"choose one of {sorted(SORTED_CHOICES)}, got {prediction!r}. "
+                             f"{explanation}")
+    if choice != answer:
+        raise AssertionError(f"you chose ({choice}), the measurement says ({answer}). "
+                             f"{explanation}")
+    return explanation
+
+
+register("nb01.sorted_padding", kind="prediction", checker=_check_sorted_padding,
+         reference=sorted_padding,
+         hint=("In dataset order, what decides the padded length of a batch of random "
+               "reviews? After sorting, how different are the lengths inside one batch?",
+               "A batch costs (size x its longest length). In random order, one long review "
+               "in the batch sets that length for everyone; after sorting, the longest of a "
+               "batch is only slightly longer than its shortest, so the padding per batch "
+               "shrinks to the steps between neighbouring lengths."))

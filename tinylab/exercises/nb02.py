@@ -1,5 +1,5 @@
-"""Exercises of notebook 02 (teacher inference): masked attention probabilities, the confusion
-matrix."""
+"""Exercises of notebook 02 (teacher inference): a prediction about a padded token's attention
+row, checked against the model's own probabilities, and the confusion matrix."""
 from __future__ import annotations
 
 import torch
@@ -7,40 +7,60 @@ import torch
 from tinylab.exercises import register
 
 
-# -- 1. attention probabilities from scores and a padding mask ----------------------------------
+# -- 1. a padded query's attention row, predicted ------------------------------------------------
 
-def attention_probabilities(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """softmax over keys of ``scores`` (B, H, L, L) with padded keys (mask 0 in the (B, L)
-    ``attention_mask``) given probability exactly 0."""
-    additive = (1.0 - attention_mask[:, None, None, :].to(scores.dtype)) * torch.finfo(
-        scores.dtype).min
-    return torch.softmax(scores + additive, dim=-1)
-
-
-def _check_attention(candidate) -> None:
-    gen = torch.Generator().manual_seed(2)
-    scores = torch.randn(2, 3, 5, 5, generator=gen) * 4
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-    got = candidate(scores.clone(), mask.clone())
-    assert isinstance(got, torch.Tensor) and got.shape == scores.shape, (
-        f"return a tensor of shape {tuple(scores.shape)} (batch, heads, queries, keys)")
-    assert torch.isfinite(got).all(), "probabilities must be finite (no nan or inf)"
-    torch.testing.assert_close(got.sum(-1), torch.ones(2, 3, 5),
-                               msg="each query's probabilities must sum to 1 over the keys "
-                                   "(softmax over the last dimension)")
-    assert got[1, :, :, 3:].abs().max() < 1e-6, ("padded keys (mask 0) must get probability 0: "
-                                                 "add a very negative number to their scores")
-    torch.testing.assert_close(got, attention_probabilities(scores, mask))
+PADDED_ROW_CHOICES = {
+    "a": "all zeros: a padded token attends to nothing",
+    "b": "a distribution over the real keys: it sums to 1, padded keys get 0",
+    "c": "NaN: every key of that row is masked",
+    "d": "uniform over all keys, padded ones included",
+}
 
 
-register("nb02.attention_probabilities", checker=_check_attention,
-         reference=attention_probabilities,
-         forbidden=("torch.masked.softmax", "torch.masked.log_softmax", "torch._masked_softmax"),
-         why="this exercise asks you to apply the padding mask yourself (torch.softmax is "
-             "fine)",
-         hint="Turn the (B, L) mask into an additive (B, 1, 1, L) term: 0 for real keys, a huge "
-              "negative number (torch.finfo(scores.dtype).min) for padded ones; add it to the "
-              "scores and take torch.softmax over dim=-1 (the keys).")
+def padded_query_row() -> str:
+    """The attention probabilities of a [PAD] token's own row (query = a padded position)."""
+    # The mask adds finfo.min to the scores of padded *keys* (columns), in every row alike.
+    # A padded query's row still has the real keys, with ordinary scores: its softmax is a
+    # normal distribution over them (sum 1), and the padded columns get 0 as in every row.
+    return "b"
+
+
+def _check_padded_row(prediction, truth) -> str:
+    sums = torch.as_tensor(truth["row_sums"], dtype=torch.float64)
+    on_padded = float(truth["on_padded_keys"])
+    finite = bool(truth["finite"])
+    if not finite:
+        answer = "c"
+    elif bool((sums.abs() < 1e-4).all()):
+        answer = "a"
+    elif bool(((sums - 1).abs() < 1e-4).all()) and on_padded < 1e-6:
+        answer = "b"
+    else:
+        answer = "d"
+    explanation = (f"Measured over the {sums.numel()} heads of layer 1: the padded token's rows "
+                   f"sum to {float(sums.min()):.4f}..{float(sums.max()):.4f}, and their largest "
+                   f"probability on a padded key is {on_padded:.1e}: ({answer}) "
+                   f"{PADDED_ROW_CHOICES[answer]}. The mask acts on the key columns only; a "
+                   f"[PAD] query still attends to the real tokens and gets a hidden state like "
+                   f"any other position, which is why the distillation losses of notebook 04 "
+                   f"leave padded rows out themselves.")
+    choice = str(prediction).strip().lower().strip("()")
+    if choice not in PADDED_ROW_CHOICES:
+        raise AssertionError(f"choose one of {sorted(PADDED_ROW_CHOICES)}, got {prediction!r}. "
+                             f"{explanation}")
+    if choice != answer:
+        raise AssertionError(f"you chose ({choice}), the measurement says ({answer}). "
+                             f"{explanation}")
+    return explanation
+
+
+register("nb02.padded_query_row", kind="prediction", checker=_check_padded_row,
+         reference=padded_query_row,
+         hint=("The additive mask has shape (B, 1, 1, L): along which axis of the (query, key) "
+               "score matrix does it vary, and along which is it the same?",
+               "The mask is a row vector over the keys, added to every query row alike, "
+               "padded queries included. So look at a padded query's row: which of its "
+               "entries are pushed to finfo.min, and what does a softmax do with the others?"))
 
 
 # -- 2. the confusion matrix ---------------------------------------------------------------------
@@ -73,7 +93,9 @@ register("nb02.confusion_matrix", checker=_check_confusion, reference=confusion_
          forbidden=("tinylab.evaluate.classification_metrics", "tinylab.evaluate.evaluate_model",
                     "sklearn.metrics.confusion_matrix"),
          why="this exercise asks you to count the (gold, predicted) pairs yourself",
-         hint="Start from a num_classes x num_classes tensor of zeros and add 1 at "
-              "[gold, predicted] for every example (rows: gold class, columns: prediction). "
-              "A one-liner: torch.bincount(labels * num_classes + predictions, "
-              "minlength=num_classes**2).reshape(num_classes, num_classes).")
+         hint=("Rows are the gold class, columns the prediction. How many cells does the "
+               "matrix have, and which single cell does one example add 1 to?",
+               "Start from a num_classes x num_classes matrix of zeros and walk over the (gold, "
+               "predicted) pairs, adding 1 to cell [gold, predicted] each time. Without a loop: "
+               "turn each pair into one flat index (gold * num_classes + predicted), count the "
+               "indices with torch.bincount (every index up to num_classes**2 - 1), reshape."))

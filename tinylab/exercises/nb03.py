@@ -56,9 +56,12 @@ register("nb03.softmax_with_temperature", checker=_check_softmax,
          reference=softmax_with_temperature, forbidden=SOFTMAX_FUNCTIONS,
          why="this exercise asks you to write the softmax yourself (torch.exp and sums are "
              "fine; torch.logsumexp too)",
-         hint="Divide the logits by T, subtract the largest value of each row (softmax does not "
-              "change when every logit moves by the same amount, and exp() no longer overflows), "
-              "exponentiate, and divide by the row sum (dim=-1, keepdim=True).")
+         hint=("Softmax is exp, then divide by the sum, over the last dimension. What does "
+               "exp(1000) give in float32? And what happens to a softmax when every logit moves "
+               "by the same amount?",
+               "Divide the logits by T, then subtract each row's largest value (the result does "
+               "not change, and exp() can no longer overflow); exponentiate, and divide by the "
+               "row sums, keeping that dimension so the division broadcasts row by row."))
 
 
 # -- 2. the gradient of the soft loss --------------------------------------------------------------
@@ -94,9 +97,14 @@ register("nb03.soft_loss_gradient", checker=_check_gradient, reference=soft_loss
                     "torch.func.jacfwd"),
          why="this exercise asks you to derive the gradient by hand; autograd is what the "
              "checker compares you with",
-         hint="Write the chain rule through log_softmax(z / T): d(-sum_i p_T,i log p_S,i)/dz_j = "
-              "(p_S,j - p_T,j) / T, with both p computed at the same temperature T. No autograd "
-              "needed (the checker calls your function under torch.no_grad()).")
+         hint=("Write the loss as a function of the student's logits alone, "
+               "-sum_i p_T,i log softmax(z / T)_i, and differentiate by hand: what is the "
+               "derivative of log softmax(u)_i with respect to u_j, and what does u = z / T add? "
+               "(The checker calls your function under torch.no_grad(): no autograd.)",
+               "d log softmax(u)_i / du_j = [i = j] - softmax(u)_j. Weighted by p_T,i and summed "
+               "over i (the weights add up to 1), the minus sign turns it into 'student "
+               "probability minus teacher probability' at j; the inner derivative du/dz is 1/T. "
+               "Compute both probabilities at the same temperature T."))
 
 
 # -- 3. the soft cross-entropy with temperature ------------------------------------------------
@@ -204,7 +212,10 @@ register("nb03.soft_cross_entropy", checker=_check_soft_ce, reference=soft_cross
                     "torch.distributions.kl.kl_divergence"),
          why="this exercise asks you to write the loss from its formula (your softmax, "
              "torch.log and torch.log_softmax are fine)",
-         hint="Divide BOTH logit tensors by T. p_T = softmax(z_T / T) is the target (your "
-              "softmax_with_temperature gives it); log p_S = log_softmax(z_S / T) (or the log "
-              "of your softmax). Multiply them, sum over the classes (dim=-1), negate, and take "
-              "the mean over the batch: a scalar.")
+         hint=("Both logit tensors get the same temperature. Which model gives the target "
+               "distribution, and which one goes inside the log? Over which axis do you sum, "
+               "and over which do you average?",
+               "The target is the teacher's softmax at T (your softmax_with_temperature gives "
+               "it); inside the log, the student's probabilities at T (a log-softmax, or the log "
+               "of your softmax). Multiply them, sum over the classes, negate, and average over "
+               "the batch: a scalar that keeps its gradient."))

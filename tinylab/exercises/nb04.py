@@ -57,10 +57,12 @@ register("nb04.layer_mapping", checker=_check_layer_mapping, reference=layer_map
          forbidden=("tinylab.losses.layer_map", "tinylab.losses.TinyBertLoss"),
          why="this exercise asks you to write g(m) yourself; layer_map is what the checker "
              "compares you with",
-         hint="Number student layers m = 1..M and teacher layers 1..N (0 is the embedding "
-              "output). Uniform skips N/M teacher layers per student layer, so student layer M "
-              "meets teacher layer N; top keeps the last M teacher layers (N-M+1..N); bottom "
-              "the first M (1..M).")
+         hint=("Number the student layers m = 1..M and the teacher layers 1..N (0 is the "
+               "embedding output, not a layer here). For each strategy, which teacher layer "
+               "should the last student layer meet?",
+               "Uniform: each student layer advances N/M teacher layers, so student layer M "
+               "meets teacher layer N. Top: the last M teacher layers in order (N-M+1 .. N). "
+               "Bottom: the first M (1 .. M)."))
 
 
 # -- 2. the padding-masked attention MSE --------------------------------------------------------
@@ -131,10 +133,14 @@ register("nb04.masked_attention_mse", checker=_check_masked_attention,
          forbidden=("tinylab.losses.attention_mse", "tinylab.losses.TinyBertLoss"),
          why="this exercise asks you to select the real (query, key) pairs yourself; "
              "attention_mse is what the checker compares you with",
-         hint="Build a (B, 1, L, L) boolean of real pairs from the mask: real[:, None, :, None] & "
-              "real[:, None, None, :]. Expand it to the scores' shape and index both tensors with "
-              "it (so the finfo.min entries are never subtracted), then take the mean of the "
-              "squared differences.")
+         hint=("Padded key columns hold finfo.min in both tensors: what happens to them when "
+               "you subtract and square? Which (query, key) pairs should count: think of the "
+               "row and the column.",
+               "Build a boolean of real pairs from the (B, L) mask: a pair counts when its query "
+               "AND its key are real tokens, (B, 1, L, L) by broadcasting a row and a column "
+               "view of the mask. Expand it to the scores' shape, select those entries of both "
+               "tensors (finfo.min is then never subtracted) and average the squared "
+               "differences."))
 
 
 # -- 3. the hidden-state loss through the projection W_h -----------------------------------------
@@ -253,7 +259,9 @@ register("nb04.hidden_loss", checker=_check_hidden_loss, reference=hidden_loss,
          forbidden=("tinylab.losses.hidden_mse", "tinylab.losses.TinyBertLoss"),
          why="this exercise asks you to project and mask yourself; hidden_mse is what the "
              "checker compares you with",
-         hint="Project the student: W_h(student_hidden) has the teacher's width d_T. Select "
-              "the real tokens with the boolean mask (x[attention_mask.bool()] gives a "
-              "(real tokens, d_T) matrix) on both sides, subtract, square, and take the mean "
-              "over everything that is left: real tokens x d_T features.")
+         hint=("W_h maps d_S features to d_T: which of the two tensors does it apply to? "
+               "Padded positions carry ordinary vectors: what should the mean run over?",
+               "Project the student's states with W_h (an nn.Linear: call it), select the real "
+               "tokens of both tensors with the boolean mask (boolean indexing leaves a "
+               "(real tokens, d_T) matrix), subtract, square, and take one mean over all real "
+               "tokens and all d_T features."))

@@ -87,10 +87,13 @@ def _check_stage_plan(candidate) -> None:
 
 
 register("nb05.stage_plan", checker=_check_stage_plan, reference=stage_plan,
-         hint="Three runs: general distillation (pre-trained teacher, general corpus, no "
-              "prediction term), then task distillation with the fine-tuned teacher on the "
-              "augmented task data: first the intermediate layers (embedding, attention, "
-              "hidden), then the prediction layer alone.")
+         hint=("Three runs, in order: general distillation, then task distillation in two "
+               "stages. Which teacher exists before there is a task? What data has no task? "
+               "Which loss term needs the task's predictions?",
+               "General distillation imitates a teacher that has seen no task, on text without "
+               "a task, so it cannot distil predictions. Task distillation imitates the "
+               "teacher fine-tuned on the task, on the augmented task data: stage a everything "
+               "except the predictions, stage b the predictions alone."))
 
 
 # -- 2. one training step of stage a ------------------------------------------------------------
@@ -381,11 +384,14 @@ register("nb05.distillation_step", checker=_check_distillation_step,
                     "tinylab.distill.stages._layer_loss_fn"),
          why="this exercise asks you to write the step yourself: the two forward passes, the "
              "loss, the backward pass and the update",
-         hint="Four lines and a return: student_out = student(**batch, output_hidden_states=True,"
-              " output_attentions=True); the same call for the teacher inside `with "
-              "torch.no_grad():`; loss = criterion(student_out, teacher_out, "
-              "batch['attention_mask'])['total']; loss.backward(); optimizer.step(); "
-              "optimizer.zero_grad(); return loss.item().")
+         hint=("A training step: forward, loss, backward, update. Which of the two models "
+               "needs gradients and which only provides targets? What must happen to the "
+               "gradients once the update is done?",
+               "Run the student asking for hidden states and attentions; run the teacher the "
+               "same way, but without gradients. The criterion takes both outputs and the "
+               "batch's attention mask and returns a dict whose 'total' is the stage-a loss. "
+               "Back-propagate it, let the optimiser step, clear the gradients, and return the "
+               "loss as a Python float."))
 
 
 # -- 3. data augmentation, Algorithm 1 ----------------------------------------------------------
@@ -552,7 +558,11 @@ def _check_augment_sentence(candidate) -> None:
 register("nb05.augment_sentence", checker=_check_augment_sentence, reference=augment_sentence,
          forbidden=("tinylab.augment.augment_sentence", "tinylab.augment.augment_dataset"),
          why="this exercise asks you to write the sampling loop of Algorithm 1 yourself",
-         hint="Repeat n_aug times: new = list(words); for each position i whose candidate list "
-              "is not empty, if rng.random() < p_t, set new[i] to candidates[i][rng.integers("
-              "len(candidates[i]))]; append new. Words without candidates are never touched, "
-              "and every attempt starts from the original words.")
+         hint=("Every one of the n_aug attempts starts again from the original words. Which "
+               "words can change at all, how many coins do you toss per attempt, and where must "
+               "every random number come from?",
+               "For each attempt take a fresh copy of the words; for each position with a "
+               "non-empty candidate list, draw a uniform number from rng and replace the word "
+               "when it is below p_t, by one of its candidates picked uniformly (an index drawn "
+               "from rng in 0..K-1). Positions without candidates stay. Keep one list per "
+               "attempt, repeats included."))

@@ -73,7 +73,10 @@ register("nb06.fake_quantize_int8", checker=_check_fake_quantize, reference=fake
                     "torch.ao.nn.quantized.dynamic.Linear"),
          why="this exercise asks you to compute the scale and round yourself; PyTorch's "
              "quantizer is what the checker compares you with",
-         hint="One scale for the whole tensor: s = max|W| / 127.5 (int8 spans -128..127, 255 "
-              "steps, centred on 0). Then q = torch.clamp(torch.round(W * (1 / s)), -128, 127) "
-              "and return q * s. (PyTorch multiplies by 1 / s; W / s can round a value that sits "
-              "exactly halfway between two levels the other way, which the checker accepts.)")
+         hint=("int8 has the integers -128..127, centred on 0 (symmetric: zero point 0). One "
+               "scale for the whole tensor maps the largest |W| to the edge of that range; "
+               "quantize, then multiply back.",
+               "The scale is max|W| / 127.5 (255 steps across the range). Multiply W by the "
+               "inverse of the scale, round to integers, clamp to the int8 range, and multiply "
+               "back by the scale. (PyTorch multiplies by 1 / s; dividing by s can round a value "
+               "exactly halfway between two levels the other way, which the checker accepts.)"))
