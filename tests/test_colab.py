@@ -190,3 +190,10 @@ def test_install_cell_installs_into_a_fresh_environment_with_torch(tmp_path):
                             capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     assert "all-MiniLM-L6-v2" in listed.stdout and "rotten-tomatoes" in listed.stdout
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_notebook_resolves_its_output_folder_the_colab_aware_way(path):
+    setup = nbformat.read(path, as_version=4).cells[3].source
+    assert "OUTPUT_DIR = notebook_output_dir(OUTPUT_DIR)" in setup
+    assert '"../runs/course"' not in setup

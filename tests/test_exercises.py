@@ -235,8 +235,6 @@ def test_reference_pass_cells_are_ci_only_and_hidden():
     reference_check = re.compile(r"assert check\(\"nb\d\d\.\w+\", reference_\w+\)")
     found = 0
     for path, cells in _notebook_cells():
-        if path.name.startswith("06_"):     # TODO: notebook 06's reference cell is mixed still
-            continue
         for cell in cells:
             tags = set(cell.metadata.get("tags", []))
             if reference_check.search(cell.source):
@@ -247,7 +245,7 @@ def test_reference_pass_cells_are_ci_only_and_hidden():
                 assert len(lines) == 2, f"{path.name}: a CI-only cell holds only the check"
             else:
                 assert "ci-only" not in tags, (path.name, cell.source[:80])
-    assert found == len([n for n in FUNCTIONS if not n.startswith("nb06.")])
+    assert found == len(FUNCTIONS)
 
 
 @pytest.mark.parametrize("name", PREDICTIONS)

@@ -154,8 +154,6 @@ def test_site_pages_of_the_course_have_no_reference_checks(tmp_path):
         tagged = [c for c in nb["cells"] if "ci-only" in c["metadata"].get("tags", [])]
         assert len(page["cells"]) == len(nb["cells"]) - len(tagged)
         dropped += len(tagged)
-        if name.startswith("06_"):   # notebook 06's reference check is not split out yet
-            continue
         assert not any(check_reference.search("".join(c["source"])) for c in page["cells"]), name
     assert dropped >= 10
 
