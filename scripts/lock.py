@@ -64,8 +64,12 @@ def verify_installed(pins: dict[str, str]) -> list[str]:
     """What differs between this environment and the lock: missing or other versions, and
     packages the lock does not list (beyond :data:`NOT_LOCKED`)."""
     import importlib.metadata as md
+    import sysconfig
 
-    have = {normalise(d.metadata["Name"]): d.version for d in md.distributions()
+    # Only the environment's own site-packages: once setuptools is imported, its vendored
+    # packages (setuptools/_vendor/*.dist-info) are on sys.path too, and are not installed.
+    places = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    have = {normalise(d.metadata["Name"]): d.version for d in md.distributions(path=places)
             if d.metadata["Name"]}
     problems = [f"{name}: locked {version}, installed {have.get(name, 'nothing')}"
                 for name, version in sorted(pins.items()) if have.get(name) != version]

@@ -140,6 +140,8 @@ def test_environment_yml_is_generated_from_the_lock(tmp_path):
 def test_lock_verification_names_a_version_that_differs():
     import importlib.metadata as md
 
+    import setuptools  # noqa: F401  (puts its vendored packages' metadata on sys.path)
+
     pins = lock.read_pins()
     assert lock.verify_installed(pins) == [], "this environment is not the locked set"
     pins["tqdm"] = "0.0.1"
