@@ -181,7 +181,13 @@ def test_notebook_cells_follow_the_model_device(path):
 def test_notebook_runs_alone_under_ci_profile(path, tmp_path, monkeypatch):
     """Each notebook as on a fresh Colab machine: an empty cache (only the offline assets the
     install cell fetches) and an empty output folder, so it must build its teacher, general
-    student and students itself."""
+    student and students itself.
+
+    One execution checks three things: the notebook runs with every exercise still open (the
+    cells fall back to the references), its golden cells print what they stored, and the
+    answer key passes every check in that same kernel (hidden cells that
+    ``tinylab.answer_key.with_answer_key_checks`` adds, which the site drops)."""
+    from tinylab.answer_key import with_answer_key_checks
     from tinylab.course import fresh_cache, run_notebook
 
     monkeypatch.setenv("TINYLAB_CACHE", str(fresh_cache(tmp_path / "cache")))
@@ -189,14 +195,25 @@ def test_notebook_runs_alone_under_ci_profile(path, tmp_path, monkeypatch):
     out_dir = root / path.stem
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / path.name
-    wall = run_notebook(path, executed, parameters={"PROFILE": "ci", "OUTPUT_DIR": str(out_dir)},
+    source = _read(path)
+    with_key = tmp_path / path.name
+    nbformat.write(with_answer_key_checks(source), with_key)
+    wall = run_notebook(with_key, executed, parameters={"PROFILE": "ci",
+                                                        "OUTPUT_DIR": str(out_dir)},
                         cwd=NOTEBOOK_DIR, progress=False, execution_timeout=600)
     nb = _read(executed)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
-    assert not golden_differences(_read(path), nb), "\n".join(golden_differences(_read(path), nb))
-    print(f"{path.name}: {wall:.1f} s under PROFILE='ci', alone, empty cache")
+    assert not golden_differences(source, nb), "\n".join(golden_differences(source, nb))
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    for name in sorted(set(re.findall(r"""\b(?:check|use|predict)\(\s*["'](nb\d\d\.\w+)["']""",
+                                      "\n".join(c.source for c in source.cells)))):
+        assert (f"[{name}] correct: your function passes" in printed
+                or f"[{name}] correct: your prediction matches the measurement" in printed), \
+            f"the answer key of {name} did not pass"
+    print(f"{path.name}: {wall:.1f} s under PROFILE='ci', alone, empty cache, with the answer key")
 
 
 def test_golden_comparison_masks_what_may_change_and_catches_what_may_not():

@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 __all__ = ["EXERCISE_CALL", "PREDICTION_STUB", "prediction_cell", "solution_cell",
+           "with_answer_key_checks",
            "write_solutions"]
 
 #: ``check("nb03.name", candidate)`` or ``use("nb03.name", candidate)`` in an exercise cell.
@@ -117,3 +118,50 @@ def write_solutions(out_dir: str | Path, notebook_dir: str | Path | None = None,
         atomic_write_text(out / path.name, text if text.endswith("\n") else text + "\n")
         written.append(out / path.name)
     return written
+
+
+#: ``check("nbNN.name", prediction, truth=expression)`` alone on the last line of a cell.
+PREDICTION_CHECK = re.compile(
+    r"""^check\(\s*["'](nb\d\d\.\w+)["']\s*,\s*\w+\s*,\s*truth=(.+)\)\s*$""", re.M)
+ANSWER_KEY_TAGS = ["ci-only", "remove-cell", "answer-key"]
+
+
+def with_answer_key_checks(nb):
+    """A copy of notebook ``nb`` that also runs the answer key, in the same kernel and state.
+
+    CI executes each notebook once; this is the copy it executes. It is the learner's notebook
+    (exercise stubs, ``use`` falling back to the references) plus hidden cells that run the
+    answer key against the state the notebook built: after each prediction check, the same
+    check with the reasoned prediction (it must match the measurement); at the end, each
+    function exercise's reference solution, defined from its source under the learner's name
+    as :func:`write_solutions` writes it, and checked. The new cells are tagged ``ci-only`` /
+    ``remove-cell`` (the site drops them) and ``answer-key``.
+    """
+    import copy
+
+    import nbformat
+
+    from tinylab.exercises import get
+
+    def hidden(source: str):
+        cell = nbformat.v4.new_code_cell(source)
+        cell.metadata["tags"] = list(ANSWER_KEY_TAGS)
+        cell.metadata["jupyter"] = {"source_hidden": True, "outputs_hidden": True}
+        return cell
+
+    out = copy.deepcopy(nb)
+    cells, at_end = [], []
+    for cell in out.cells:
+        cells.append(cell)
+        if cell.cell_type != "code":
+            continue
+        for name, truth in PREDICTION_CHECK.findall(cell.source):
+            cells.append(hidden(f'# Answer key: the reasoned prediction of "{name}".\n'
+                                f'assert check("{name}", {get(name).reference()!r}, '
+                                f"truth={truth})"))
+        match = EXERCISE_CALL.search(cell.source)
+        if match and "raise NotImplementedError" in cell.source:
+            at_end.append(hidden(solution_cell(match.group(1), match.group(2))))
+    out.cells = cells + at_end
+    return out
+
