@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MARKER = ".tinylab-site"
 DOCS = ["instructor", "notebook-times", "results", "paper-vs-code", "references", "equations",
         "design", "devices", "faults", "offline-assets"]
+FIGURES = ["two-stage.svg"]  # pictures the guides and the landing page show
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
@@ -157,6 +158,12 @@ def landing_page(notebooks: dict[str, dict], times: dict, profile: str, built: s
         "",
         "## Course map",
         "",
+        "TinyBERT's recipe in two stages; the notebooks build it up piece by piece.",
+        "",
+        "![TinyBERT's two stages: general distillation from a pre-trained teacher on plain "
+        "text, then task-specific distillation (stage a: the layer losses on augmented task "
+        "data; stage b: the prediction loss) from a fine-tuned teacher](docs/two-stage.svg)",
+        "",
         "Run times are measured, not estimated: each notebook run alone on a fresh machine",
         "(2 CPU cores), from the generated table [notebook run times](docs/notebook-times.md).",
         "",
@@ -242,6 +249,8 @@ def assemble(executed: dict[str, Path], src: Path, *, profile: str) -> dict[str,
     (src / "docs").mkdir()
     for doc in DOCS:
         shutil.copy(ROOT / "docs" / f"{doc}.md", src / "docs" / f"{doc}.md")
+    for picture in FIGURES:
+        shutil.copy(ROOT / "docs" / picture, src / "docs" / picture)
     api_pages(src / "api")
     built = time.strftime("%Y-%m-%d", time.gmtime())
     (src / "index.md").write_text(landing_page(notebooks, load_times(), profile, built))
