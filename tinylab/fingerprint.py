@@ -45,12 +45,10 @@ def _load_sidecar(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _hash(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def _hash(path: Path) -> str:
+    from tinylab.assets import sha256_file
+
+    return sha256_file(path)
 
 
 def _remembered(table: dict[str, Any], path: Path) -> tuple[str, bool]:

@@ -76,7 +76,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 __all__ = ["Exercise", "ShortcutUsed", "register", "check", "use", "hint", "solution", "get",
-           "names", "predict"]
+           "names", "predict", "judge_choice", "assert_matches"]
 
 
 @dataclass(frozen=True)
@@ -425,6 +425,42 @@ def _check_prediction(exercise: Exercise, prediction: Any, truth: Any) -> bool:
     print(f"[{name}] correct: your prediction matches the measurement ({prediction!r})."
           + (f" {explanation.strip()}" if explanation else ""))
     return True
+
+
+def assert_matches(got: Any, expected: Any, mistakes: Callable[[], dict[str, Any]],
+                   where: str, *, rtol: float = 1e-4, atol: float = 1e-6) -> None:
+    """A checker's comparison of a learner's tensor with the reference's ``expected``.
+
+    On a mismatch it calls ``mistakes()`` (``{description: what that mistake computes}``) and
+    names the first mistake the answer reproduces (unless that mistake happens to give the
+    right value here); otherwise it raises ``torch.testing``'s own message, prefixed with
+    ``where`` (the shapes or settings of the failing case).
+    """
+    import torch
+
+    got, expected = got.detach(), expected.detach()
+    if torch.allclose(got, expected, rtol=rtol, atol=atol):
+        return
+    for mistake, value in mistakes().items():
+        if (torch.allclose(got, value, rtol=rtol, atol=atol)
+                and not torch.allclose(value, expected, rtol=rtol, atol=atol)):
+            raise AssertionError(f"{where}: got {got.item():.6g}, expected "
+                                 f"{expected.item():.6g}: {mistake}")
+    torch.testing.assert_close(got, expected, rtol=rtol, atol=atol, msg=lambda m: f"{where}: {m}")
+
+
+def judge_choice(prediction: Any, answer: str, choices: dict[str, str], explanation: str) -> str:
+    """The checker's verdict on a multiple-choice prediction: ``explanation`` when
+    ``prediction`` (``"b"``, ``"(B)"``, ...) is ``answer``, else an ``AssertionError`` that
+    says which choice the measurement gave, or lists the choices for an answer outside them."""
+    choice = str(prediction).strip().lower().strip("()")
+    if choice not in choices:
+        raise AssertionError(f"choose one of {sorted(choices)}, got {prediction!r}. "
+                             f"{explanation}")
+    if choice != answer:
+        raise AssertionError(f"you chose ({choice}), the measurement says ({answer}). "
+                             f"{explanation}")
+    return explanation
 
 
 def predict(name: str, prediction: Any) -> Any:

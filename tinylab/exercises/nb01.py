@@ -10,7 +10,7 @@ and ``check(name, prediction, truth=measured)`` compares the two and explains th
 """
 from __future__ import annotations
 
-from tinylab.exercises import register
+from tinylab.exercises import judge_choice, register
 
 
 # -- 1. dynamic padding, predicted -----------------------------------------------------------------
@@ -95,14 +95,7 @@ def _check_sorted_padding(prediction, truth) -> str:
                    f"in length, so only the small steps between neighbouring lengths are "
                    f"padded; length-grouped batching gets most of this gain while keeping the "
                    f"order random (it sorts inside random chunks).")
-    choice = str(prediction).strip().lower().strip("()")
-    if choice not in SORTED_CHOICES:
-        raise AssertionError(f"choose one of {sorted(SORTED_CHOICES)}, got {prediction!r}. "
-                             f"{explanation}")
-    if choice != answer:
-        raise AssertionError(f"you chose ({choice}), the measurement says ({answer}). "
-                             f"{explanation}")
-    return explanation
+    return judge_choice(prediction, answer, SORTED_CHOICES, explanation)
 
 
 register("nb01.sorted_padding", kind="prediction", checker=_check_sorted_padding,

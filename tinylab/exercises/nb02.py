@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tinylab.exercises import register
+from tinylab.exercises import judge_choice, register
 
 
 # -- 1. a padded query's attention row, predicted ------------------------------------------------
@@ -44,14 +44,7 @@ def _check_padded_row(prediction, truth) -> str:
                    f"[PAD] query still attends to the real tokens and gets a hidden state like "
                    f"any other position, which is why the distillation losses of notebook 04 "
                    f"leave padded rows out themselves.")
-    choice = str(prediction).strip().lower().strip("()")
-    if choice not in PADDED_ROW_CHOICES:
-        raise AssertionError(f"choose one of {sorted(PADDED_ROW_CHOICES)}, got {prediction!r}. "
-                             f"{explanation}")
-    if choice != answer:
-        raise AssertionError(f"you chose ({choice}), the measurement says ({answer}). "
-                             f"{explanation}")
-    return explanation
+    return judge_choice(prediction, answer, PADDED_ROW_CHOICES, explanation)
 
 
 register("nb02.padded_query_row", kind="prediction", checker=_check_padded_row,

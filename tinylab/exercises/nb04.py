@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from tinylab.exercises import register
+from tinylab.exercises import assert_matches, register
 
 
 # -- 1. the layer mapping ----------------------------------------------------------------------
@@ -235,14 +235,8 @@ def _check_hidden_loss(candidate) -> None:
         mine = copy.deepcopy(projection)
         real = mask.bool()
         expected = (mine(student)[real] - teacher[real]).pow(2).sum() / (real.sum() * d_t)
-        if not torch.allclose(got.detach(), expected.detach(), rtol=1e-4, atol=1e-6):
-            for mistake, value in _hidden_mistakes(student, teacher, projection, mask).items():
-                if (torch.allclose(got.detach(), value, rtol=1e-4, atol=1e-6)
-                        and not torch.allclose(value, expected.detach(), rtol=1e-4, atol=1e-6)):
-                    raise AssertionError(f"{where}: got {got.item():.6g}, expected "
-                                         f"{expected.item():.6g}: {mistake}")
-            torch.testing.assert_close(got.detach(), expected.detach(), rtol=1e-4, atol=1e-6,
-                                       msg=lambda m: f"{where}: {m}")
+        assert_matches(got, expected,
+                       lambda: _hidden_mistakes(student, teacher, projection, mask), where)
         assert got.requires_grad, (f"{where}: the loss does not depend on the student or W_h "
                                    f"any more (a .detach(), .item() or torch.no_grad() inside?); "
                                    f"both are trained through it")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from tinylab.exercises import register
+from tinylab.exercises import assert_matches, register
 
 
 def value_relation_kl(student_values: torch.Tensor, teacher_values: torch.Tensor,
@@ -124,14 +124,7 @@ def _check_value_relation(candidate) -> None:
                                      f"probability 0 on both sides must add 0, not 0 * (-inf): "
                                      f"select the real keys (torch.where) before you sum")
         expected = minilm_value_relation_kl(student, teacher, mask)
-        if not torch.allclose(got.detach(), expected, rtol=1e-4, atol=1e-6):
-            for mistake, value in _mistakes(student, teacher, mask).items():
-                if (torch.allclose(got.detach(), value, rtol=1e-4, atol=1e-6)
-                        and not torch.allclose(value, expected, rtol=1e-4, atol=1e-6)):
-                    raise AssertionError(f"{where}: got {got.item():.6g}, expected "
-                                         f"{expected.item():.6g}: {mistake}")
-            torch.testing.assert_close(got.detach(), expected, rtol=1e-4, atol=1e-6,
-                                       msg=lambda m: f"{where}: {m}")
+        assert_matches(got, expected, lambda: _mistakes(student, teacher, mask), where)
         assert got.requires_grad, (f"{where}: the loss does not depend on the student's values "
                                    f"any more (a .detach(), .item() or torch.no_grad() inside?); "
                                    f"training needs its gradient")
