@@ -251,6 +251,14 @@ def assemble(executed: dict[str, Path], src: Path, *, profile: str) -> dict[str,
         shutil.copy(ROOT / "docs" / f"{doc}.md", src / "docs" / f"{doc}.md")
     for picture in FIGURES:
         shutil.copy(ROOT / "docs" / picture, src / "docs" / picture)
+    for doc in DOCS:  # plots the guides show from elsewhere in the repository (bench/results/)
+        text = (ROOT / "docs" / f"{doc}.md").read_text(encoding="utf-8")
+        for target in re.findall(r"!\[[^\]]*\]\((\.\./[^)\s]+)\)", text):
+            source = (ROOT / "docs" / target).resolve()
+            if source.is_file() and ROOT in source.parents:
+                dest = src / source.relative_to(ROOT)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(source, dest)
     api_pages(src / "api")
     built = time.strftime("%Y-%m-%d", time.gmtime())
     (src / "index.md").write_text(landing_page(notebooks, load_times(), profile, built))
