@@ -209,10 +209,10 @@ def share_teacher_outputs(ctx: dict[str, Any], cfg, texts, progress: bool) -> di
     (or find it there): each variant of this seed then reads the layers it needs from that
     file instead of running the teacher again."""
     from tinylab.distill import TeacherOutputs, make_accelerator
-    from tinylab.distill.stages import _training_set
+    from tinylab.distill.stage_parts import training_set
     from tinylab.distill.teacher_outputs import all_layers
 
-    ds = _training_set(texts, ctx["tokenizer"], cfg.data.max_length, labels=False)
+    ds = training_set(texts, ctx["tokenizer"], cfg.data.max_length, labels=False)
     outputs = TeacherOutputs(ctx["teacher"], ds, ctx["tokenizer"],
                              all_layers(ctx["teacher"].config), passes=2,
                              batch_size=cfg.eval_batch_size, progress=progress,

@@ -43,9 +43,9 @@ def one_teacher(budget: str, overrides: list[str], seed: int) -> dict:
     test = tokenize(data["test"], tokenizer, cfg.data.max_length)
     m = evaluate_model(teacher, test, tokenizer, batch_size=cfg.eval_batch_size)
     steps_per_epoch = log.info["steps_per_epoch"]
-    from tinylab.device import resolve_device, resolve_precision
+    from tinylab.device import resolve_device_and_precision
 
-    precision = resolve_precision(cfg.precision, resolve_device(cfg.device))
+    _, precision = resolve_device_and_precision(cfg.device, cfg.precision)
     return {"seed": seed, "key": teacher_cache_key(cfg), "precision": precision,
             "test_accuracy": m["accuracy"], "n_test": m["n"],
             "curve": [{"epoch": e["step"] / steps_per_epoch, "step": e["step"],

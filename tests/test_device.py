@@ -26,7 +26,7 @@ from tinylab.distill.options import RunOptions
 
 QUIET = RunOptions(progress=False)
 from tinylab.config import get_config
-from tinylab.distill import loop, stages
+from tinylab.distill import loop, stage_parts, stages
 from tinylab.distill.history import History, StageLog
 
 LABELS = ["negative", "positive"]
@@ -111,7 +111,7 @@ def test_cli_refuses_cuda_before_any_data_loads(tmp_path, capsys, monkeypatch):
 
 
 def test_make_accelerator_follows_the_settings():
-    acc = loop.make_accelerator("cpu", "fp32")
+    acc = dev.make_accelerator("cpu", "fp32")
     assert acc.device.type == "cpu" and acc.mixed_precision == "no"
 
 
@@ -237,8 +237,8 @@ def meta_loop(monkeypatch):
     calls = []
 
     def one_meta_step(name, *, modules, loss_fn, train, tokenizer, stage, seed, **_):
-        loader = loop._make_loader(train, tokenizer, stage.batch_size, seed, True)
-        batch = loop._collate(loader, loop._epoch_batches(loader, 0)[0])
+        loader = loop.make_loader(train, tokenizer, stage.batch_size, seed, True)
+        batch = loop.collate(loader, loop.epoch_batches(loader, 0)[0])
         for module in modules.values():
             module.to(META)
         batch = loop.batch_to_device(batch, META)
@@ -254,6 +254,7 @@ def meta_loop(monkeypatch):
         return history
 
     monkeypatch.setattr(stages, "train_stage", one_meta_step)
+    monkeypatch.setattr(stage_parts, "train_stage", one_meta_step)  # stage b
     return calls
 
 
@@ -299,15 +300,16 @@ def test_cached_teacher_outputs_stay_on_the_cpu_and_move_per_batch(cfg, toy_data
     from tinylab.distill.teacher_outputs import TeacherOutputs
 
     teacher, _, tokenizer = _models(cfg)
-    train = stages._training_set(toy_data["train"], tokenizer, cfg.data.max_length, labels=False)
+    train = stage_parts.training_set(toy_data["train"], tokenizer, cfg.data.max_length,
+                                     labels=False)
     targets = TeacherOutputs(teacher, train, tokenizer,
                              {"hidden_states": [0, 2], "attentions": [2], "logits": True},
                              passes=3, batch_size=8, progress=False,
                              accelerator=SimpleNamespace(device=torch.device("cpu"),
                                                          num_processes=1, process_index=0,
                                                          autocast=contextlib.nullcontext))
-    loader = loop._make_loader(train, tokenizer, 8, 0, True)
-    batch = loop._collate(loader, loop._epoch_batches(loader, 0)[0])
+    loader = loop.make_loader(train, tokenizer, 8, 0, True)
+    batch = loop.collate(loader, loop.epoch_batches(loader, 0)[0])
     targets(batch)  # builds the cache on first use
     assert targets.cached
     stored = {t.device.type for row in targets.store for t in row.values()}
@@ -322,11 +324,9 @@ def test_cached_teacher_outputs_stay_on_the_cpu_and_move_per_batch(cfg, toy_data
 def test_one_process_can_switch_precision_between_runs():
     """Accelerate fixes the mixed precision once per process; a notebook or a benchmark that
     trains in fp32 and then in bf16 must not need a kernel restart."""
-    from tinylab.distill.loop import make_accelerator
-
     seen = []
     for precision in ("fp32", "bf16", "fp32"):
-        accelerator = make_accelerator("cpu", precision)
+        accelerator = dev.make_accelerator("cpu", precision)
         layer = accelerator.prepare(torch.nn.Linear(8, 8))
         with accelerator.autocast():
             dtype = torch.nn.Linear(8, 8)(torch.randn(2, 8)).dtype

@@ -24,8 +24,8 @@ from tinylab.distill import (BASELINES, History, NonFiniteLossError, StageLog, T
 from tinylab.distill.checkpoint import (CheckpointError, atomic_directory, capture_rng_state,
                                         latest_checkpoint, load_checkpoint, restore_rng_state,
                                         save_checkpoint)
-from tinylab.distill.loop import _should
-from tinylab.distill.stages import _training_set
+from tinylab.distill.loop import evaluation_due
+from tinylab.distill.stage_parts import training_set
 
 LABELS = ["negative", "positive"]
 
@@ -144,9 +144,9 @@ def test_history_json_round_trip_and_merge(tmp_path):
 
 def test_eval_schedule():
     # None: once per epoch (+ the last step); 0: never; n: every n steps (+ the last step)
-    assert [s for s in range(1, 11) if _should(None, s, 10, 4)] == [4, 8, 10]
-    assert [s for s in range(1, 11) if _should(0, s, 10, 4)] == []
-    assert [s for s in range(1, 11) if _should(3, s, 10, 4)] == [3, 6, 9, 10]
+    assert [s for s in range(1, 11) if evaluation_due(None, s, 10, 4)] == [4, 8, 10]
+    assert [s for s in range(1, 11) if evaluation_due(0, s, 10, 4)] == []
+    assert [s for s in range(1, 11) if evaluation_due(3, s, 10, 4)] == [3, 6, 9, 10]
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_teacher_cache_matches_on_the_fly(cfg, teacher, toy_data):
     student = make_student(model, cfg).eval()
     criterion = TinyBertLoss.from_config(cfg.loss, student.config, model.config)
     need = criterion.teacher_layers("intermediate") | {"logits": True}
-    ds = _training_set(toy_data["train"], tok, 24, labels=False)
+    ds = training_set(toy_data["train"], tok, 24, labels=False)
     cached = TeacherOutputs(model, ds, tok, need, passes=2, progress=False)
     live = TeacherOutputs(model, ds, tok, need, passes=2, memory_budget=1, progress=False)
     assert cached.cached and not live.cached
@@ -259,7 +259,7 @@ def test_shared_teacher_outputs_are_built_once_and_equal_a_private_cache(cfg, te
     from tinylab.distill.teacher_outputs import shared_file
 
     model, tok = teacher
-    ds = _training_set(toy_data["train"], tok, 24, labels=False)
+    ds = training_set(toy_data["train"], tok, 24, labels=False)
     uniform = {"hidden_states": [0, 2, 4], "attentions": [2, 4], "logits": False}
     top = {"hidden_states": [3, 4], "attentions": [3, 4], "logits": True}
     first = TeacherOutputs(model, ds, tok, uniform, passes=2, progress=False, shared_dir=tmp_path)
@@ -425,7 +425,7 @@ def test_run_options_refuse_bad_values_with_the_fix(tmp_path):
 def test_non_finite_loss_names_component_and_step(cfg, teacher, toy_data):
     model, tok = teacher
     student = make_student(model, cfg)
-    ds = _training_set(toy_data["train"], tok, 24, labels=True)
+    ds = training_set(toy_data["train"], tok, 24, labels=True)
 
     def loss_fn(m, batch):
         ce = F.cross_entropy(m["student"](input_ids=batch["input_ids"],
@@ -476,7 +476,7 @@ def test_baseline_first_step_matches_reference_loss(cfg, teacher, toy_data, kind
     assert log.info["total_steps"] == 5  # the prediction stage's budget
     assert log.evals and log.evals[-1]["step"] == 5
 
-    ds = _training_set(toy_data["train"], tok, 24, labels=True)
+    ds = training_set(toy_data["train"], tok, 24, labels=True)
     loader = make_dataloader(ds, tok, cfg.task_prediction.batch_size, shuffle=True, seed=cfg.seed)
     set_epoch(loader, 0)
     batch = next(iter(loader))

@@ -10,7 +10,7 @@ from tinylab.distill.options import RunOptions
 from tinylab.config import get_config
 from tinylab.distill import train_stage
 from tinylab.distill.early_stopping import EarlyStopping
-from tinylab.distill.stages import _training_set
+from tinylab.distill.stage_parts import training_set
 
 from test_distill import LABELS, Interrupt, cfg, make_student, teacher, toy_data  # noqa: F401
 
@@ -46,7 +46,7 @@ def test_bad_patience_setting_is_refused_before_any_work():
 def _run(cfg, model, tok, toy_data, scores, callbacks=(), **options):
     """train_stage on a tiny student whose 'validation accuracy' follows ``scores``."""
     student = make_student(model, cfg, dropout=False)
-    ds = _training_set(toy_data["train"], tok, 24, labels=True)
+    ds = training_set(toy_data["train"], tok, 24, labels=True)
     after = {}
 
     def loss_fn(m, batch):

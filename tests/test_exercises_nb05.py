@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from tinylab.exercises import check, get
+# The checker's own set-up (_step_setup, _tinylab_steps, _optimizer, _trained, the sampler's
+# word lists) is private to nb05; these tests are about that set-up, so they import it.
 from tinylab.exercises.nb05 import (_AUG_CANDIDATES, _AUG_WORDS, _optimizer, _step_setup,
                                     _tinylab_steps, _trained, augment_sentence,
                                     distillation_step)
@@ -71,7 +73,7 @@ def test_the_tiny_models_stay_tiny():
 
 def test_the_reference_step_is_train_stage_step():
     """Independent of the checker: two reference steps, then the same two of train_stage."""
-    from tinylab.distill.loop import make_accelerator
+    from tinylab.device import make_accelerator
 
     setup = _step_setup()
     accelerator = make_accelerator(device="cpu", precision="fp32")

@@ -53,16 +53,16 @@ cfg = get_config("ci", {"student.num_layers": 2, "student.hidden_size": 32, "stu
 import tinylab.distill.stages as stages
 made = []  # keep the loss module: its projections W_e, W_h are trained too
 seen = []  # the example ids this process trains on in stage a
-layer_loss = stages._layer_loss_fn
+layer_loss = stages.layer_loss_fn
 def recording(*a, **k):
     fn = layer_loss(*a, **k)
     def loss_fn(m, batch):
         seen.extend(batch["example_idx"].tolist())
         return fn(m, batch)
     return loss_fn
-stages._layer_loss_fn = recording
-build_loss = stages._loss_module
-stages._loss_module = lambda *a, **k: made.append(build_loss(*a, **k)) or made[-1]
+stages.layer_loss_fn = recording
+build_loss = stages.loss_module
+stages.loss_module = lambda *a, **k: made.append(build_loss(*a, **k)) or made[-1]
 teacher, tok = load_teacher(teacher_dir, id2label=["negative", "positive"])
 torch.manual_seed(0)
 student = build_student(teacher, cfg.student, id2label=["negative", "positive"])

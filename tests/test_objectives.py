@@ -23,11 +23,11 @@ from tinylab.distill.options import RunOptions
 
 QUIET = RunOptions(progress=False)
 from tinylab.config import get_config
-from tinylab.distill import loop, objectives, stages, task_distillation
+from tinylab.distill import loop, objectives, stage_parts, stages, task_distillation
 from tinylab.distill.objectives import (DISTILBERT_WEIGHTS, attention_values, describe_needs,
                                         hidden_projection, teacher_needs, train_distilbert,
                                         train_minilm)
-from tinylab.distill.stages import _training_set
+from tinylab.distill.stage_parts import training_set
 
 LABELS = ["negative", "positive"]
 
@@ -78,7 +78,7 @@ def make_student(teacher_model, cfg, *, dropout: bool = False):
 def first_batch(cfg, tokenizer, data, batch_size, *, labels):
     from tinylab.data import make_dataloader, set_epoch
 
-    ds = _training_set(data, tokenizer, cfg.data.max_length, labels=labels)
+    ds = training_set(data, tokenizer, cfg.data.max_length, labels=labels)
     loader = make_dataloader(ds, tokenizer, batch_size, shuffle=True, seed=cfg.seed)
     set_epoch(loader, 0)
     batch = next(iter(loader))
@@ -317,8 +317,8 @@ def meta_loop(monkeypatch):
     calls = []
 
     def one_meta_step(name, *, modules, loss_fn, train, tokenizer, stage, seed, **_):
-        loader = loop._make_loader(train, tokenizer, stage.batch_size, seed, True)
-        batch = loop._collate(loader, loop._epoch_batches(loader, 0)[0])
+        loader = loop.make_loader(train, tokenizer, stage.batch_size, seed, True)
+        batch = loop.collate(loader, loop.epoch_batches(loader, 0)[0])
         for module in modules.values():
             module.to(MetaAccelerator.device)
         losses = loss_fn(modules, loop.batch_to_device(batch, MetaAccelerator.device))
@@ -332,6 +332,7 @@ def meta_loop(monkeypatch):
 
     monkeypatch.setattr(objectives, "train_stage", one_meta_step)
     monkeypatch.setattr(stages, "train_stage", one_meta_step)
+    monkeypatch.setattr(stage_parts, "train_stage", one_meta_step)  # stage b
     # transformers skips the padding mask when it sees none (reads values); keep it on meta.
     from transformers import masking_utils
 

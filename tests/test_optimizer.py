@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tinylab.distill.loop import _adamw, _param_groups
+from tinylab.distill.loop import adamw, param_groups
 
 
 def test_fused_adamw_matches_the_reference_update():
@@ -12,8 +12,8 @@ def test_fused_adamw_matches_the_reference_update():
     a = torch.nn.Sequential(torch.nn.Embedding(500, 16), torch.nn.Linear(16, 4))
     b = torch.nn.Sequential(torch.nn.Embedding(500, 16), torch.nn.Linear(16, 4))
     b.load_state_dict(a.state_dict())
-    ours = _adamw(_param_groups({"m": a}, 0.01), 1e-2, torch.device("cpu"))
-    reference = torch.optim.AdamW(_param_groups({"m": b}, 0.01), lr=1e-2, foreach=False)
+    ours = adamw(param_groups({"m": a}, 0.01), 1e-2, torch.device("cpu"))
+    reference = torch.optim.AdamW(param_groups({"m": b}, 0.01), lr=1e-2, foreach=False)
     assert ours.defaults["fused"] is True
     before = a[1].weight.detach().clone()
     for step in range(5):

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from tinylab.config import StageConfig
-from tinylab.distill.loop import _scheduler
+from tinylab.distill.loop import make_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = (ROOT / "docs" / "paper-vs-code.md").read_text(encoding="utf-8")
@@ -14,7 +14,7 @@ DOC = (ROOT / "docs" / "paper-vs-code.md").read_text(encoding="utf-8")
 
 def _learning_rates(stage: StageConfig, total: int = 20) -> list[float]:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = _scheduler(optimizer, stage, total)
+    scheduler = make_scheduler(optimizer, stage, total)
     rates = []
     for _ in range(total):
         rates.append(optimizer.param_groups[0]["lr"])

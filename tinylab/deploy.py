@@ -217,14 +217,14 @@ def export_onnx(model: torch.nn.Module, tokenizer: Any, path: str | os.PathLike,
     exporter), readable with ``session.get_modelmeta().custom_metadata_map``. Returns ``path``
     as a ``Path``.
     """
-    from tinylab.evaluate import _default_max_length
+    from tinylab.evaluate import default_max_length
 
     path = Path(path)
     _check_folder(path, "ONNX file")
     for module in ("onnx", "onnxruntime", "onnxscript"):
         _require(module)
     names = _input_names(model)
-    max_length = int(max_length or _default_max_length(model, tokenizer))
+    max_length = int(max_length or default_max_length(model, tokenizer))
     if max_length < 8:
         raise ValueError(f"max_length={max_length} is too short to export with; pass at least 8")
     clone = _export_copy(model)
@@ -428,7 +428,8 @@ def latency_table(models: Mapping[str, Any], tokenizer: Any, texts: Sequence[str
     import pandas as pd
     from torch.utils.benchmark import Timer
 
-    from tinylab.evaluate import _latency_inputs, _model_device
+    from tinylab.device import model_device
+    from tinylab.evaluate import latency_inputs
 
     if repeats < 1 or warmup < 0 or batch_size < 1 or (batches is not None and batches < 1):
         raise ValueError(f"need repeats >= 1, warmup >= 0, batch_size >= 1 and batches >= 1, "
@@ -446,8 +447,8 @@ def latency_table(models: Mapping[str, Any], tokenizer: Any, texts: Sequence[str
         if _is_onnx(m):
             if not Path(m).is_file():
                 raise FileNotFoundError(f"model {name!r}: no ONNX file at {m}")
-        elif _model_device(m).type != "cpu":
-            raise ValueError(f"model {name!r} is on {_model_device(m)}; ONNX Runtime runs on the "
+        elif model_device(m).type != "cpu":
+            raise ValueError(f"model {name!r} is on {model_device(m)}; ONNX Runtime runs on the "
                              "CPU here, so time the PyTorch models there too: model.cpu()")
     count = batches or max(1, min(8, 32 // batch_size, len(texts) // batch_size))
     rows = []
@@ -461,8 +462,8 @@ def latency_table(models: Mapping[str, Any], tokenizer: Any, texts: Sequence[str
             sessions = {name: onnx_session(m, threads=n_threads)
                         for name, m in models.items() if _is_onnx(m)}
             for seq_len in seq_lens:
-                encs = _latency_inputs(tokenizer, list(texts), batch_size, seq_len, seq_len,
-                                       count)
+                encs = latency_inputs(tokenizer, list(texts), batch_size, seq_len, seq_len,
+                                      count)
                 timers = {}
                 for name, m in models.items():
                     if _is_onnx(m):

@@ -12,6 +12,11 @@ Two settings decide it, both in :class:`tinylab.config.Config` (and in ``$TINYLA
   in float32 (Micikevicius et al. 2018, "Mixed Precision Training"). Accelerate applies it
   (``Accelerator(mixed_precision=...)``); :func:`resolve_precision` checks the hardware first.
 
+:func:`resolve_device_and_precision` resolves the two settings together, and it is the one place
+that does: the pipeline's checks before any work, :func:`make_accelerator` (the training
+device and precision) and the cache keys (``precision="auto"`` enters a key as what it
+resolves to, :mod:`tinylab.distill.cache`) all call it.
+
 The rules the rest of tinylab keeps, so that the same code runs on every device:
 
 * every public function that returns a model says in its docstring where the model is;
@@ -30,9 +35,9 @@ from typing import Any, Mapping
 
 import torch
 
-__all__ = ["DEVICES", "PRECISIONS", "resolve_device", "resolve_precision", "cpu_supports_bf16",
-           "to_device", "model_device", "synchronize", "describe", "accelerate_precision",
-           "DeviceError"]
+__all__ = ["DEVICES", "PRECISIONS", "resolve_device", "resolve_precision",
+           "resolve_device_and_precision", "make_accelerator", "cpu_supports_bf16", "to_device",
+           "model_device", "synchronize", "describe", "accelerate_precision", "DeviceError"]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -121,6 +126,66 @@ def resolve_precision(setting: str = "fp32", device: torch.device | str = "cpu")
         raise DeviceError(f"precision=fp16 needs a CUDA GPU (device is {device.type}); use "
                           f"precision=bf16 where supported, or fp32")
     return name
+
+
+def resolve_device_and_precision(device: str | torch.device = "auto", precision: str = "fp32"
+                                 ) -> tuple[torch.device, str]:
+    """``(torch.device, "fp32" | "bf16" | "fp16")`` for the ``device`` and ``precision``
+    settings of a run: :func:`resolve_device`, then :func:`resolve_precision` on that device.
+
+    Raises :class:`DeviceError` in one line when this machine lacks either. ``"auto"``
+    precision depends on the device (bf16 where it is native, else fp32), which is why the two
+    are resolved together.
+    """
+    target = resolve_device(device)
+    return target, resolve_precision(precision, target)
+
+
+def make_accelerator(device: str = "auto", precision: str = "fp32", **kwargs: Any):
+    """An ``accelerate.Accelerator`` for ``device`` and ``precision`` (``Config.device`` /
+    ``Config.precision``).
+
+    Both are checked first (:func:`resolve_device_and_precision`): a device or precision this
+    machine lacks is a one-line :class:`DeviceError`. ``device="cpu"`` sets Accelerate's
+    ``cpu=True``, which also makes several processes started by ``torchrun`` on a machine
+    without a GPU a multi-process CPU run (gloo), so ``torchrun --nproc_per_node 2 ... tinylab
+    distill`` trains data-parallel on two CPU processes. (``accelerate launch --cpu
+    --num_processes 2`` starts a single process on such a machine; use ``torchrun``.)
+    ``precision`` becomes ``mixed_precision`` (autocast; the master weights stay fp32).
+
+    Accelerate keeps one mixed precision per process. In a single process (a notebook, a
+    benchmark comparing fp32 with bf16) nothing else holds on to it, so asking for another
+    precision starts Accelerate's state afresh; in a multi-process run it is refused in one
+    line (every process must train in the same precision).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    target, resolved = resolve_device_and_precision(device, precision)
+    kwargs.setdefault("cpu", target.type == "cpu")
+    kwargs.setdefault("mixed_precision", accelerate_precision(resolved))
+    _allow_precision_change(kwargs["mixed_precision"])
+    # Ablations (e.g. hidden weight 0) leave some parameters without a gradient; DDP must be
+    # told to expect that, or it stops with "Expected to have finished reduction".
+    kwargs.setdefault("kwargs_handlers",
+                      [DistributedDataParallelKwargs(find_unused_parameters=True)])
+    return Accelerator(**kwargs)
+
+
+def _allow_precision_change(mixed_precision: str) -> None:
+    """Let a single process switch Accelerate's mixed precision (see :func:`make_accelerator`)."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    if not AcceleratorState._shared_state:
+        return  # nothing set yet
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is None or current == mixed_precision:
+        return
+    if PartialState().num_processes > 1:
+        raise DeviceError(f"this run's processes already train with precision {current!r}; "
+                          f"one run cannot switch to {mixed_precision!r}: restart it with the "
+                          f"precision setting you want")
+    AcceleratorState._reset_state()  # Accelerate's own reset; the process state is kept
 
 
 def accelerate_precision(precision: str) -> str:

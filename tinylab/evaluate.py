@@ -2,7 +2,7 @@
 
 A distilled student is only interesting next to its teacher: how much accuracy did it keep,
 how much smaller is it, how much faster does it answer? (The same three-way view as the
-``PerformanceBenchmark`` of *NLP with Transformers*, ch. 8.) Notebooks 02, 05 and 06 use:
+``PerformanceBenchmark`` of *NLP with Transformers*, ch. 8.) Notebooks 02, 06 and 07 use:
 
 * :func:`evaluate_model` - accuracy, macro-F1 and the confusion matrix;
 * :func:`count_parameters` and :func:`size_on_disk` - what the model costs to store;
@@ -27,9 +27,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from tinylab.device import model_device
+
 __all__ = [
     "predict_logits", "evaluate_model", "classification_metrics", "count_parameters",
-    "size_on_disk", "measure_latency", "compare_models",
+    "size_on_disk", "measure_latency", "compare_models", "default_max_length", "latency_inputs",
 ]
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -39,18 +41,12 @@ _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Predictions
 # --------------------------------------------------------------------------------------------
 
-def _default_max_length(model: Any, tokenizer: Any) -> int:
+def default_max_length(model: Any, tokenizer: Any) -> int:
     """The longest input both the tokenizer and the position-embedding table allow."""
     limits = [getattr(getattr(model, "config", None), "max_position_embeddings", None),
               getattr(tokenizer, "model_max_length", None)]
     limits = [int(x) for x in limits if isinstance(x, (int, float)) and 0 < x < 1e6]
     return min(limits) if limits else 512
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    from tinylab.device import model_device
-
-    return model_device(model)
 
 
 def _model_dtype(model: torch.nn.Module) -> str:
@@ -98,7 +94,7 @@ def predict_logits(model: torch.nn.Module, data: Any, tokenizer: Any = None, *,
     """
     was_training = model.training
     model.eval()
-    device = _model_device(model)
+    device = model_device(model)
     try:
         if isinstance(data, str):
             raise TypeError("predict_logits got a single string; pass a list of texts")
@@ -112,7 +108,7 @@ def predict_logits(model: torch.nn.Module, data: Any, tokenizer: Any = None, *,
 
 
 def _forward(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    device = _model_device(model)
+    device = model_device(model)
     inputs = {k: v.to(device) for k, v in batch.items() if k in _MODEL_INPUTS}
     return model(**inputs).logits.float().cpu()
 
@@ -123,7 +119,7 @@ def _predict_texts(model, texts, tokenizer, batch_size, max_length) -> torch.Ten
     if not all(isinstance(t, str) for t in texts):
         bad = next(t for t in texts if not isinstance(t, str))
         raise TypeError(f"expected a list of strings, found {type(bad).__name__}: {bad!r}")
-    max_length = max_length or _default_max_length(model, tokenizer)
+    max_length = max_length or default_max_length(model, tokenizer)
     out: torch.Tensor | None = None
     for idx, enc in _text_batches(texts, tokenizer, batch_size, max_length):
         logits = _forward(model, enc)
@@ -198,7 +194,7 @@ def gathered_predictions(model: torch.nn.Module, ds: Any, tokenizer: Any, accele
         raise ValueError(f"gathered_predictions needs gold labels; the dataset has columns "
                          f"{getattr(ds, 'column_names', None)}")
     if "input_ids" not in ds.column_names:
-        ds = tokenize(ds, tokenizer, max_length or _default_max_length(model, tokenizer))
+        ds = tokenize(ds, tokenizer, max_length or default_max_length(model, tokenizer))
     ds = ds.select_columns([c for c in (*_MODEL_INPUTS, label_col) if c in ds.column_names])
     loader = accelerator.prepare_data_loader(
         make_dataloader(ds, tokenizer, batch_size, shuffle=False), device_placement=False)
@@ -337,7 +333,7 @@ def size_on_disk(model: torch.nn.Module) -> int:
 # Latency
 # --------------------------------------------------------------------------------------------
 
-def _latency_inputs(tokenizer: Any, texts: Sequence[str], batch_size: int,
+def latency_inputs(tokenizer: Any, texts: Sequence[str], batch_size: int,
                     seq_len: int | None, max_length: int, batches: int = 1
                     ) -> list[dict[str, torch.Tensor]]:
     """The fixed inputs for one batch size: ``batches`` consecutive slices of ``batch_size``
@@ -383,7 +379,7 @@ def _time_interleaved(models: Mapping[str, torch.nn.Module],
     states = {name: m.training for name, m in models.items()}
     timers = {}
     for name, m in models.items():
-        device = _model_device(m)
+        device = model_device(m)
 
         def clock(device=device) -> float:
             synchronize(device)
@@ -417,12 +413,12 @@ def _summarise(seconds: list[float], batch_size: int, seq_len: int, model: torch
     return {"median_ms": median, "p90_ms": float(np.percentile(ms, 90)),
             "examples_per_s": batch_size / (median / 1000.0), "seq_len": seq_len,
             "repeats": len(ms), "threads": torch.get_num_threads(),
-            "device": str(_model_device(model)), "dtype": _model_dtype(model)}
+            "device": str(model_device(model)), "dtype": _model_dtype(model)}
 
 
 def _check_same_device(models: Mapping[str, torch.nn.Module]) -> None:
     """Latencies are only comparable on one device: refuse a mix, naming each model's."""
-    devices = {name: str(_model_device(m)) for name, m in models.items()}
+    devices = {name: str(model_device(m)) for name, m in models.items()}
     if len(set(devices.values())) > 1:
         where = ", ".join(f"{name} on {d}" for name, d in devices.items())
         raise ValueError(f"cannot compare latencies across devices ({where}); move every model "
@@ -448,9 +444,9 @@ def _latency_many(models: Mapping[str, torch.nn.Module], tokenizers: Mapping[str
         count = batches or max(1, min(8, 32 // int(bs), len(texts) // int(bs)))
         inputs = {}
         for name, m in models.items():
-            encs = _latency_inputs(tokenizers[name], texts, int(bs), seq_len,
-                                   max_length or _default_max_length(m, tokenizers[name]), count)
-            device = _model_device(m)
+            encs = latency_inputs(tokenizers[name], texts, int(bs), seq_len,
+                                  max_length or default_max_length(m, tokenizers[name]), count)
+            device = model_device(m)
             inputs[name] = [{k: v.to(device) for k, v in enc.items() if k in _MODEL_INPUTS}
                             for enc in encs]
         times = _time_interleaved(models, inputs, warmup=warmup, repeats=repeats,

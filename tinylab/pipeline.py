@@ -144,31 +144,30 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     ``callbacks`` go to every training stage (see :class:`tinylab.distill.StepInfo`).
     Before any work: every model and data name is checked to exist
     (:func:`tinylab.config.check_sources`), the device and precision are checked, the
-    student's shape is checked
-    against the teacher's configuration (no weights loaded), and the output folder is claimed
+    student's shape is checked against the teacher's configuration (no weights loaded), the
+    task data is loaded and checked (:func:`tinylab.data.load_task`), and the output folder is
+    claimed
     (:func:`tinylab.run_folder.claim_output_dir`: a folder with files tinylab did not write is
     refused unless ``overwrite``; a resume with changed settings is refused).
     With several processes only the main process runs the final evaluation, writes and
     returns the report;
     the others return ``{}``.
     """
-    from tinylab.assets import cache_dir
     from tinylab.augment import augment_dataset
     from tinylab.data import load_task
     from tinylab.distill import (History, RunOptions, finetune_teacher, general_student,
-                                 make_accelerator, task_distillation)
+                                 task_distillation)
+    from tinylab.distill.cache import general_folder, is_cached, teacher_folder
     from tinylab.distill.checkpoint import remove_checkpoint_tree
-    from tinylab.distill.stages import general_cache_key, teacher_cache_key
 
-    from tinylab.device import describe, resolve_device, resolve_precision
+    from tinylab.device import describe, make_accelerator, resolve_device_and_precision
 
     from tinylab.config import check_sources
 
     # Names of models and data that cannot be found, then device and precision: a machine
     # that lacks them fails here, before any data loads.
     check_sources(cfg)
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    _, precision = resolve_device_and_precision(cfg.device, cfg.precision)
     out = Path(output_dir) if output_dir is not None else default_output_dir(cfg)
     accelerator = make_accelerator(cfg.device, cfg.precision)
     main = accelerator.is_main_process
@@ -176,6 +175,12 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     from tinylab.run_folder import claim_output_dir
 
     check_student_shape(cfg)
+    # The task data next: a missing column, a single class, labels that are neither ids nor
+    # names, empty texts or a file that does not parse stop the run here, before the output
+    # folder is created and before any model loads.
+    start = time.perf_counter()
+    data = load_task(cfg.data)
+    data_seconds = time.perf_counter() - start
     if main:
         claim_output_dir(out, cfg, resume=resume, overwrite=overwrite)
     checkpoints = out / "checkpoints"
@@ -191,22 +196,19 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     say(f"output folder {out.resolve()}; {accelerator.num_processes} process(es) on "
         f"{describe(accelerator.device, precision)}")
 
-    start = time.perf_counter()
-    data = load_task(cfg.data)
     labels = data["train"].features["label"].names
-    wall["data"] = {"seconds": round(time.perf_counter() - start, 2),
+    wall["data"] = {"seconds": round(data_seconds, 2),
                     "sizes": {k: len(v) for k, v in data.items()}}
 
     start = time.perf_counter()
-    teacher_cached = (cache_dir() / "teachers" / teacher_cache_key(cfg) / "history.json").exists()
+    teacher_cached = is_cached(teacher_folder(cfg))
     say("teacher: " + ("loading the cached fine-tuned teacher" if teacher_cached else
                        f"fine-tuning {cfg.teacher.model}"))
     teacher, tokenizer, h_teacher = finetune_teacher(cfg, data, run=run.sub("teacher"))
     wall["teacher"] = {"seconds": round(time.perf_counter() - start, 2), "cached": teacher_cached}
 
     start = time.perf_counter()
-    general_cached = cfg.general.enabled and (
-        cache_dir() / "general" / general_cache_key(cfg) / "history.json").exists()
+    general_cached = cfg.general.enabled and is_cached(general_folder(cfg))
     say("general distillation: " + ("disabled" if not cfg.general.enabled else
                                      "loading the cached general student" if general_cached
                                      else "training"))

@@ -9,7 +9,11 @@ Read in this order:
 * :mod:`~tinylab.distill.stages` - teacher fine-tuning, general distillation, task distillation
   (stage a: intermediate layers, stage b: prediction layer) and the baselines (gold labels,
   stage b alone, Hinton et al.'s KD);
-* :mod:`~tinylab.distill.objectives` - the other ways to distil of notebook 07: DistilBERT's
+* :mod:`~tinylab.distill.stage_parts` - the parts those stages are built from: the training
+  set, the frozen head, the loss module and layer loss, the accuracy curve, stage b;
+* :mod:`~tinylab.distill.cache` - where fine-tuned teachers and general students are kept:
+  cache keys, folders, saving and loading;
+* :mod:`~tinylab.distill.objectives` - the other ways to distil of notebook 08: DistilBERT's
   triple loss and MiniLM's last-layer self-attention transfer, on the same loop;
 * :mod:`~tinylab.distill.teacher_outputs` - teacher outputs computed once and reused;
 * :mod:`~tinylab.distill.history` and :mod:`~tinylab.distill.checkpoint` - what a run leaves
@@ -25,18 +29,19 @@ Typical use (what ``tinylab distill`` does, see :func:`tinylab.pipeline.run_pipe
     h_task = task_distillation(cfg, teacher, student, augmented, data["validation"],
                                tokenizer=tokenizer)
 """
+from tinylab.device import make_accelerator
+from tinylab.distill.cache import general_cache_key, teacher_cache_key
 from tinylab.distill.checkpoint import CheckpointError
 from tinylab.distill.history import History, StageLog
-from tinylab.distill.loop import NonFiniteLossError, StepInfo, make_accelerator, train_stage
+from tinylab.distill.loop import NonFiniteLossError, StepInfo, train_stage
 from tinylab.distill.options import RunOptions
-from tinylab.distill.stages import (BASELINES, finetune_teacher, general_cache_key,
-                                    general_distillation, general_student, task_distillation,
-                                    teacher_cache_key, train_baseline)
+from tinylab.distill.stages import (BASELINES, finetune_teacher, general_distillation,
+                                    general_student, task_distillation, train_baseline)
 from tinylab.distill.teacher_outputs import TeacherOutputs
 
 __all__ = ["History", "StageLog", "finetune_teacher", "general_distillation", "general_student",
            "task_distillation", "train_baseline", "BASELINES", "train_stage", "StepInfo",
            "NonFiniteLossError", "CheckpointError", "TeacherOutputs", "make_accelerator",
            "teacher_cache_key", "general_cache_key", "RunOptions"]
-from tinylab.distill.objectives import train_distilbert, train_minilm  # noqa: E402 (notebook 07)
+from tinylab.distill.objectives import train_distilbert, train_minilm  # noqa: E402 (notebook 08)
 __all__ += ["train_distilbert", "train_minilm"]

@@ -29,7 +29,11 @@ process waits for a partner that has no batch). Because the order is a function 
 and sees the same batches; the order is also saved in every checkpoint and checked on resume.
 
 The loop's body is those eight lines; what surrounds them lives in helpers below
-(:func:`_batches`, :func:`_finite_record`, :func:`_evaluate`, :class:`_Checkpoints`).
+(:func:`_batches`, :func:`_finite_record`, :func:`_evaluate`, :class:`_Checkpoints`). The
+set-up pieces are public, so that code outside the loop builds exactly what it builds: the
+optimiser (:func:`param_groups`, :func:`adamw`, :func:`make_scheduler`), the batches
+(:func:`make_loader`, :func:`epoch_batches`, :func:`collate`) and the evaluation schedule
+(:func:`evaluation_due`). The accelerator comes from :func:`tinylab.device.make_accelerator`.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ import torch
 from torch import nn
 
 from tinylab.config import StageConfig
+from tinylab.device import make_accelerator
 from tinylab.distill.checkpoint import (CheckpointError, capture_rng_state, clear_checkpoints,
                                         latest_checkpoint, load_checkpoint, restore_rng_state,
                                         save_checkpoint)
@@ -50,9 +55,11 @@ from tinylab.distill.early_stopping import EarlyStopping
 from tinylab.distill.history import History, StageLog
 from tinylab.distill.options import RunOptions, as_run_options
 
-__all__ = ["make_accelerator", "train_stage", "StepInfo", "NonFiniteLossError", "model_inputs",
-           "batch_to_device",
-           "MODEL_INPUTS", "EXAMPLE_INDEX"]
+__all__ = ["train_stage", "StepInfo", "NonFiniteLossError", "model_inputs", "batch_to_device",
+           "MODEL_INPUTS", "EXAMPLE_INDEX",
+           # the loop's own parts, public for the exercises, the teacher-output cache and tests
+           "param_groups", "adamw", "make_scheduler", "make_loader", "epoch_batches", "collate",
+           "evaluation_due"]
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Column added to training sets so a batch knows which examples it holds (teacher-output cache).
@@ -74,59 +81,6 @@ class StepInfo:
     record: dict[str, float]
 
 
-def make_accelerator(device: str = "auto", precision: str = "fp32", **kwargs: Any):
-    """An ``accelerate.Accelerator`` for ``device`` and ``precision`` (``Config.device`` /
-    ``Config.precision``; see :mod:`tinylab.device`).
-
-    Both are checked first (:func:`tinylab.device.resolve_device` and
-    :func:`~tinylab.device.resolve_precision`): a device or precision this machine lacks is a
-    one-line :class:`~tinylab.device.DeviceError`. ``device="cpu"`` sets Accelerate's
-    ``cpu=True``, which also makes several processes started by ``torchrun`` on a machine
-    without a GPU a multi-process CPU run (gloo), so ``torchrun --nproc_per_node 2 ... tinylab
-    distill`` trains data-parallel on two CPU processes. (``accelerate launch --cpu
-    --num_processes 2`` starts a single process on such a machine; use ``torchrun``.)
-    ``precision`` becomes ``mixed_precision`` (autocast; the master weights stay fp32).
-
-    Accelerate keeps one mixed precision per process. In a single process (a notebook, a
-    benchmark comparing fp32 with bf16) nothing else holds on to it, so asking for another
-    precision starts Accelerate's state afresh; in a multi-process run it is refused in one
-    line (every process must train in the same precision).
-    """
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    from tinylab.device import accelerate_precision, resolve_device, resolve_precision
-
-    target = resolve_device(device)
-    kwargs.setdefault("cpu", target.type == "cpu")
-    kwargs.setdefault("mixed_precision", accelerate_precision(resolve_precision(precision,
-                                                                                target)))
-    _allow_precision_change(kwargs["mixed_precision"])
-    # Ablations (e.g. hidden weight 0) leave some parameters without a gradient; DDP must be
-    # told to expect that, or it stops with "Expected to have finished reduction".
-    kwargs.setdefault("kwargs_handlers",
-                      [DistributedDataParallelKwargs(find_unused_parameters=True)])
-    return Accelerator(**kwargs)
-
-
-def _allow_precision_change(mixed_precision: str) -> None:
-    """Let a single process switch Accelerate's mixed precision (see :func:`make_accelerator`)."""
-    from accelerate.state import AcceleratorState, PartialState
-
-    from tinylab.device import DeviceError
-
-    if not AcceleratorState._shared_state:
-        return  # nothing set yet
-    current = AcceleratorState._shared_state.get("_mixed_precision")
-    if current is None or current == mixed_precision:
-        return
-    if PartialState().num_processes > 1:
-        raise DeviceError(f"this run's processes already train with precision {current!r}; "
-                          f"one run cannot switch to {mixed_precision!r}: restart it with the "
-                          f"precision setting you want")
-    AcceleratorState._reset_state()  # Accelerate's own reset; the process state is kept
-
-
 def batch_to_device(batch: Mapping[str, torch.Tensor], device: torch.device | str
                     ) -> dict[str, torch.Tensor]:
     """Move a collated batch to the training device, except its ``example_idx`` column.
@@ -146,7 +100,7 @@ def model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 # Set-up helpers
 # --------------------------------------------------------------------------------------------
 
-def _param_groups(modules: Mapping[str, nn.Module], weight_decay: float) -> list[dict]:
+def param_groups(modules: Mapping[str, nn.Module], weight_decay: float) -> list[dict]:
     """AdamW groups: no weight decay on biases and LayerNorm weights (BERT's, and TinyBERT's
     official ``no_decay = ['bias', 'LayerNorm.bias', 'LayerNorm.weight']``)."""
     decay, no_decay = [], []
@@ -161,7 +115,7 @@ def _param_groups(modules: Mapping[str, nn.Module], weight_decay: float) -> list
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _adamw(groups: list[dict], lr: float, device: torch.device) -> torch.optim.AdamW:
+def adamw(groups: list[dict], lr: float, device: torch.device) -> torch.optim.AdamW:
     """AdamW, with PyTorch's fused kernel where it has one (CPU and CUDA).
 
     The update is the same; the default CPU implementation loops over parameters in Python
@@ -171,7 +125,7 @@ def _adamw(groups: list[dict], lr: float, device: torch.device) -> torch.optim.A
     return torch.optim.AdamW(groups, lr=lr, fused=True if fused else None)
 
 
-def _scheduler(optimizer, stage: StageConfig, total_steps: int):
+def make_scheduler(optimizer, stage: StageConfig, total_steps: int):
     """transformers' warm-up schedules: linear decay to 0, or constant after warm-up. Both
     warm up for ``stage.warmup_ratio`` of the steps; the official code's intermediate stage
     (constant, no warm-up) is ``schedule="constant"`` with ``warmup_ratio=0``."""
@@ -185,14 +139,17 @@ def _scheduler(optimizer, stage: StageConfig, total_steps: int):
     raise ValueError(f"unknown schedule {stage.schedule!r}; use 'linear' or 'constant'")
 
 
-def _make_loader(train, tokenizer, batch_size: int, seed: int, group_by_length: bool):
+def make_loader(train, tokenizer, batch_size: int, seed: int, group_by_length: bool):
+    """The training loader of a stage: shuffled from ``seed`` (length-grouped if
+    ``group_by_length``), dynamically padded, the last short batch kept
+    (:func:`tinylab.data.make_dataloader`). Its order per epoch is :func:`epoch_batches`."""
     from tinylab.data import make_dataloader
 
     return make_dataloader(train, tokenizer, batch_size, shuffle=True, seed=seed,
                            group_by_length=group_by_length, drop_last=False)
 
 
-def _epoch_batches(loader, epoch: int) -> list[list[int]]:
+def epoch_batches(loader, epoch: int) -> list[list[int]]:
     """The batches (lists of example indices) of one epoch: a pure function of (seed, epoch)."""
     from tinylab.data import set_epoch
 
@@ -200,7 +157,7 @@ def _epoch_batches(loader, epoch: int) -> list[list[int]]:
     return [[int(i) for i in b] for b in loader.batch_sampler]
 
 
-def _collate(loader, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+def collate(loader, indices: Sequence[int]) -> dict[str, torch.Tensor]:
     """Fetch and pad one batch exactly as ``loader`` would (its dataset and collate function)."""
     ds = loader.dataset
     rows = ds.__getitems__(list(indices)) if hasattr(ds, "__getitems__") else [
@@ -208,7 +165,7 @@ def _collate(loader, indices: Sequence[int]) -> dict[str, torch.Tensor]:
     return loader.collate_fn(rows)
 
 
-def _should(every: int | None, step: int, total: int, steps_per_epoch: int) -> bool:
+def evaluation_due(every: int | None, step: int, total: int, steps_per_epoch: int) -> bool:
     """Evaluation schedule: ``None`` once per epoch, ``0`` never, ``n`` every n steps; always
     at the last step unless ``0``."""
     if every == 0:
@@ -350,7 +307,7 @@ class _Checkpoints:
                 raise CheckpointError(f"checkpoint {found} was made with {key}={state[key]}, "
                                       f"this run has {expected}: resume with the same "
                                       f"configuration and number of processes")
-        if order != _epoch_batches(self.base_loader, state["epoch"]):
+        if order != epoch_batches(self.base_loader, state["epoch"]):
             raise CheckpointError(f"checkpoint {found} trained on another order of examples "
                                   f"than this run would: the training data changed; resume "
                                   f"with the same data, or start afresh without resume")
@@ -384,7 +341,7 @@ class _Checkpoints:
                 state["early_stopping"] = self.stopper.state()
             save_checkpoint(self.directory, step=step, modules=self.modules,
                             optimizer=self.optimizer, scheduler=self.scheduler, state=state,
-                            rng_states=rng, data_order=_epoch_batches(self.base_loader, epoch),
+                            rng_states=rng, data_order=epoch_batches(self.base_loader, epoch),
                             extra=self.stopper.save if self.stopper.enabled else None)
         acc.wait_for_everyone()
 
@@ -430,12 +387,12 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
     history = history if history is not None else History()
     set_seed(seed)
 
-    base_loader = _make_loader(train, tokenizer, stage.batch_size, seed, group_by_length)
+    base_loader = make_loader(train, tokenizer, stage.batch_size, seed, group_by_length)
     steps_per_epoch, total = _count_steps(name, len(train), len(base_loader), stage,
                                           accelerator.num_processes)
-    optimizer = _adamw(_param_groups(modules, stage.weight_decay), stage.learning_rate,
+    optimizer = adamw(param_groups(modules, stage.weight_decay), stage.learning_rate,
                        accelerator.device)
-    scheduler = _scheduler(optimizer, stage, total)
+    scheduler = make_scheduler(optimizer, stage, total)
     wrapped = _prepare(accelerator, modules)
     optimizer = accelerator.prepare(optimizer)
     # Shards the batches across processes; batch_to_device moves all but example_idx.
@@ -471,7 +428,7 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
             log.steps.append({"step": step, **record, "lr": scheduler.get_last_lr()[0]})
             bar.update(1)
             bar.set_postfix(loss=f"{record['total']:.4g}", refresh=False)
-            stop = (evaluate is not None and _should(stage.eval_every, step, total,
+            stop = (evaluate is not None and evaluation_due(stage.eval_every, step, total,
                                                      steps_per_epoch)
                     and _evaluate(name, step, evaluate, log, stopper, wrapped, say))
             if checkpoints.due(step, stop):

@@ -1,4 +1,4 @@
-"""Other ways to distil, on the same loop: DistilBERT's and MiniLM's objectives (notebook 07).
+"""Other ways to distil, on the same loop: DistilBERT's and MiniLM's objectives (notebook 08).
 
 TinyBERT (:func:`~tinylab.distill.stages.task_distillation`) and Hinton et al.'s KD
 (:func:`~tinylab.distill.stages.train_baseline` with ``kind="hinton"``) live in
@@ -50,8 +50,10 @@ from tinylab.config import Config, StageConfig
 from tinylab.distill.history import History
 from tinylab.distill.loop import model_inputs, train_stage
 from tinylab.distill.options import RunOptions, as_run_options
-from tinylab.distill.stages import (HEAD_PARAMETERS, _accuracy_fn, _cache_options, _frozen,
-                                    _loss_module, _tokenizer_for, _training_set, teacher_cache_setting)
+from tinylab.distill.cache import teacher_cache_setting
+from tinylab.distill.stage_parts import (HEAD_PARAMETERS, accuracy_fn, frozen, loss_module,
+                                         prediction_stage, teacher_outputs_options,
+                                         tokenizer_for, training_set)
 from tinylab.distill.teacher_outputs import TeacherOutputs, expected_passes, merge_needs
 
 __all__ = ["DISTILBERT_WEIGHTS", "METHODS", "attention_values", "hidden_projection",
@@ -63,7 +65,7 @@ __all__ = ["DISTILBERT_WEIGHTS", "METHODS", "attention_values", "hidden_projecti
 #: cross-entropy here), the cosine term.
 DISTILBERT_WEIGHTS = {"soft": 5.0, "gold": 2.0, "cosine": 1.0}
 
-#: The objectives notebook 07 compares, in the order of its table.
+#: The objectives notebook 08 compares, in the order of its table.
 METHODS = ("hinton", "distilbert", "minilm", "tinybert")
 
 
@@ -209,18 +211,18 @@ def train_distilbert(cfg: Config, teacher, student, data, *, stage: StageConfig 
                          f"{list(DISTILBERT_WEIGHTS)}")
     t = cfg.kd.temperature if temperature is None else float(temperature)
     stage = stage or dataclasses.replace(cfg.task_prediction, enabled=True)
-    tokenizer = _tokenizer_for(teacher, tokenizer)
+    tokenizer = tokenizer_for(teacher, tokenizer)
     run = as_run_options(run).with_accelerator(cfg)
     accelerator = run.accelerator
     check_compatible(teacher, student, tokenizer=tokenizer, need_attention=False,
                      layer_mapping=None)
     use_gold = weights["gold"] != 0
-    ds = _training_set(data["train"], tokenizer, cfg.data.max_length, labels=use_gold)
+    ds = training_set(data["train"], tokenizer, cfg.data.max_length, labels=use_gold)
     need = _distilbert_need(teacher.config)
     last = need["hidden_states"][0]
     targets = TeacherOutputs(teacher, ds, tokenizer, need,
                              passes=expected_passes(stage, len(ds), accelerator.num_processes),
-                             **teacher_cache_setting(cfg), **_cache_options(cfg, run))
+                             **teacher_cache_setting(cfg), **teacher_outputs_options(cfg, run))
     projection = hidden_projection(student.config.hidden_size, teacher.config.hidden_size,
                                    cfg.seed)
 
@@ -240,7 +242,7 @@ def train_distilbert(cfg: Config, teacher, student, data, *, stage: StageConfig 
     history = train_stage(
         "distilbert", modules={"student": student, "projection": projection}, loss_fn=loss_fn,
         train=ds, tokenizer=tokenizer, stage=stage, seed=cfg.seed,
-        evaluate=_accuracy_fn(student, data.get("validation"), tokenizer, cfg, accelerator),
+        evaluate=accuracy_fn(student, data.get("validation"), tokenizer, cfg, accelerator),
         run=run, group_by_length=cfg.group_by_length,
         info={"weights": weights, "temperature": t,
               "projection": [student.config.hidden_size, teacher.config.hidden_size]})
@@ -269,8 +271,9 @@ def train_minilm(cfg: Config, teacher, student, train, validation=None, *, token
     No projection and no layer mapping; the head counts must match (the relations are L x L,
     so the widths need not). Stage b, ``"prediction"`` (budget ``cfg.task_prediction``):
     TinyBERT's prediction stage, the same loss (``TinyBertLoss(stage="prediction")``, the soft
-    cross-entropy against the teacher's predictions at ``cfg.loss.temperature``) with the
-    same settings as :func:`~tinylab.distill.stages.task_distillation`'s stage b.
+    cross-entropy against the teacher's predictions at ``cfg.loss.temperature``) and the same
+    function (:func:`~tinylab.distill.stage_parts.prediction_stage`) as
+    :func:`~tinylab.distill.stages.task_distillation`'s stage b.
     ``train``: task texts (labels, if any, are never read); ``validation``: labelled data for
     stage b's accuracy curve.
 
@@ -283,13 +286,13 @@ def train_minilm(cfg: Config, teacher, student, train, validation=None, *, token
     from tinylab.losses import minilm_attention_kl, minilm_value_relation_kl
     from tinylab.models import check_compatible
 
-    tokenizer = _tokenizer_for(teacher, tokenizer)
+    tokenizer = tokenizer_for(teacher, tokenizer)
     run = as_run_options(run).with_accelerator(cfg)
     accelerator = run.accelerator
     a, b = cfg.task_intermediate, cfg.task_prediction
     check_compatible(teacher, student, tokenizer=tokenizer, need_attention=a.enabled,
                      layer_mapping=None)
-    ds = _training_set(train, tokenizer, cfg.data.max_length, labels=False)
+    ds = training_set(train, tokenizer, cfg.data.max_length, labels=False)
     world = accelerator.num_processes
     need_a = {**_minilm_need(teacher.config), "logits": False}
     need_b = {"hidden_states": [], "attentions": [], "logits": True}
@@ -297,7 +300,7 @@ def train_minilm(cfg: Config, teacher, student, train, validation=None, *, token
         teacher, ds, tokenizer,
         merge_needs(*([need_a] if a.enabled else []), *([need_b] if b.enabled else [])),
         passes=expected_passes(a, len(ds), world) + expected_passes(b, len(ds), world),
-        **teacher_cache_setting(cfg), **_cache_options(cfg, run))
+        **teacher_cache_setting(cfg), **teacher_outputs_options(cfg, run))
     common = dict(train=ds, tokenizer=tokenizer, seed=cfg.seed,
                   group_by_length=cfg.group_by_length)
     out: dict[str, History] = {}
@@ -321,7 +324,7 @@ def train_minilm(cfg: Config, teacher, student, train, validation=None, *, token
             return losses
 
         student.train()
-        with _frozen(student, HEAD_PARAMETERS):
+        with frozen(student, HEAD_PARAMETERS):
             out["minilm"] = train_stage(
                 "minilm", modules={"student": student}, loss_fn=loss_fn, stage=a,
                 run=run.sub("minilm"),
@@ -329,18 +332,8 @@ def train_minilm(cfg: Config, teacher, student, train, validation=None, *, token
         out["minilm"]["minilm"].info["teacher"] = targets.summary()
 
     if b.enabled:
-        criterion = _loss_module(cfg, teacher, student, "prediction").to(accelerator.device)
-        logits = targets.subset(need_b)
-
-        def prediction_loss(m, batch):
-            losses = criterion(m["student"](**model_inputs(batch)), logits(batch),
-                               batch["attention_mask"], stage="prediction")
-            return {"prediction": losses["prediction"], "total": losses["total"]}
-
-        student.train()
-        out["prediction"] = train_stage(
-            "prediction", modules={"student": student}, loss_fn=prediction_loss, stage=b,
-            evaluate=_accuracy_fn(student, validation, tokenizer, cfg, accelerator),
-            run=run.sub("prediction"), **common)
-        out["prediction"]["prediction"].info["teacher"] = targets.summary()
+        out["prediction"] = prediction_stage(
+            student, loss_module(cfg, teacher, student, "prediction"), targets, need_b, b,
+            evaluate=accuracy_fn(student, validation, tokenizer, cfg, accelerator), run=run,
+            **common)
     return out

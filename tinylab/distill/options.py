@@ -2,7 +2,7 @@
 
 Every stage function (:func:`~tinylab.distill.stages.finetune_teacher`,
 :func:`~tinylab.distill.stages.general_student`, :func:`~tinylab.distill.stages.task_distillation`,
-:func:`~tinylab.distill.stages.train_baseline`, notebook 07's trainers) takes *what* to train from
+:func:`~tinylab.distill.stages.train_baseline`, notebook 08's trainers) takes *what* to train from
 the :class:`~tinylab.config.Config` and *how to run it* from a :class:`RunOptions`::
 
     run = RunOptions(checkpoint_dir="runs/mine/ckpt", checkpoint_every=100, resume=True)
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from tinylab.device import make_accelerator
+
 __all__ = ["RunOptions"]
 
 
@@ -27,7 +29,7 @@ class RunOptions:
     """Plumbing shared by every training function.
 
     ``accelerator``: an ``accelerate.Accelerator`` (default: one made from ``cfg.device`` and
-    ``cfg.precision``, see :func:`~tinylab.distill.loop.make_accelerator`).
+    ``cfg.precision``, see :func:`~tinylab.device.make_accelerator`).
     ``checkpoint_dir`` / ``checkpoint_every``: where and how often (in steps) to save a
     resumable checkpoint; one is always written at the end of a stage. Stages that run several
     optimiser stages put each in a sub-folder named after it.
@@ -76,8 +78,6 @@ class RunOptions:
         precision."""
         if self.accelerator is not None:
             return self
-        from tinylab.distill.loop import make_accelerator
-
         return self.replace(accelerator=make_accelerator(cfg.device, cfg.precision))
 
 

@@ -246,7 +246,7 @@ class TeacherOutputs:
         processes each one computes a share and the shares are exchanged."""
         from tqdm.auto import tqdm
 
-        from tinylab.distill.loop import _collate
+        from tinylab.distill.loop import collate
         from tinylab.data import make_dataloader
 
         if self._load_shared(len(lengths)):
@@ -264,7 +264,7 @@ class TeacherOutputs:
         need_logits = self.layout["logits"]
         quiet = {} if (progress and rank == 0) else {"disable": True}
         for chunk in tqdm(mine, desc="teacher outputs (once)", dynamic_ncols=True, **quiet):
-            batch = {k: v.to(device) for k, v in _collate(loader, chunk).items()}
+            batch = {k: v.to(device) for k, v in collate(loader, chunk).items()}
             out = self._forward(batch, self.layout)
             real = batch["attention_mask"].sum(1).tolist()
             for b, idx in enumerate(batch["example_idx"].tolist()):

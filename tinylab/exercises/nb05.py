@@ -190,11 +190,11 @@ def _trained(student, criterion) -> dict[str, torch.Tensor]:
 
 def _optimizer(setup: _StepSetup, student, criterion, device):
     """The optimiser train_stage builds: AdamW, no decay on biases and LayerNorm weights."""
-    from tinylab.distill.loop import _adamw, _param_groups
+    from tinylab.distill.loop import adamw, param_groups
 
-    groups = _param_groups({"student": student, "projections": criterion},
-                           setup.stage.weight_decay)
-    return _adamw(groups, setup.stage.learning_rate, device)
+    groups = param_groups({"student": student, "projections": criterion},
+                          setup.stage.weight_decay)
+    return adamw(groups, setup.stage.learning_rate, device)
 
 
 def _tinylab_steps(setup: _StepSetup, accelerator):
@@ -202,10 +202,10 @@ def _tinylab_steps(setup: _StepSetup, accelerator):
 
     Returns the batches it used, the parameters after each step and the logged losses.
     """
-    from tinylab.distill.loop import (_collate, _epoch_batches, _make_loader, batch_to_device,
+    from tinylab.distill.loop import (batch_to_device, collate, epoch_batches, make_loader,
                                       model_inputs, train_stage)
     from tinylab.distill.options import RunOptions
-    from tinylab.distill.stages import _layer_loss_fn
+    from tinylab.distill.stage_parts import layer_loss_fn
 
     device = accelerator.device
     student, criterion = copy.deepcopy(setup.student), copy.deepcopy(setup.criterion)
@@ -218,15 +218,15 @@ def _tinylab_steps(setup: _StepSetup, accelerator):
     after: list[dict[str, torch.Tensor]] = []
     history = train_stage(
         "intermediate", modules={"student": student, "projections": criterion},
-        loss_fn=_layer_loss_fn(targets, "intermediate", criterion.active_terms("intermediate")),
+        loss_fn=layer_loss_fn(targets, "intermediate", criterion.active_terms("intermediate")),
         train=setup.train, tokenizer=setup.tokenizer, stage=setup.stage, seed=_STEP_SEED,
         run=RunOptions(accelerator=accelerator, progress=False,
                        callbacks=[lambda info: after.append(_trained(student, criterion))]))
     losses = [row["total"] for row in history["intermediate"].steps]
     # the same batches, rebuilt with the loop's own helpers (same seed, same epoch order)
-    loader = _make_loader(setup.train, setup.tokenizer, setup.stage.batch_size, _STEP_SEED, True)
-    batches = [batch_to_device(_collate(loader, rows), device)
-               for rows in _epoch_batches(loader, 0)[:_STEP_CALLS]]
+    loader = make_loader(setup.train, setup.tokenizer, setup.stage.batch_size, _STEP_SEED, True)
+    batches = [batch_to_device(collate(loader, rows), device)
+               for rows in epoch_batches(loader, 0)[:_STEP_CALLS]]
     return batches, after, losses
 
 
@@ -308,7 +308,7 @@ def _unmasked_step(student, teacher, criterion, optimizer, batch) -> None:
 
 def _check_distillation_step(candidate) -> None:
     from tinylab.distill.checkpoint import capture_rng_state, restore_rng_state
-    from tinylab.distill.loop import make_accelerator
+    from tinylab.device import make_accelerator
 
     setup = _step_setup()
     rng_state = capture_rng_state()  # train_stage re-seeds; the notebook's stream must not move
@@ -381,7 +381,7 @@ register("nb05.distillation_step", checker=_check_distillation_step,
          forbidden=("tinylab.distill.loop.train_stage",
                     "tinylab.distill.stages.task_distillation",
                     "tinylab.distill.stages.general_distillation",
-                    "tinylab.distill.stages._layer_loss_fn"),
+                    "tinylab.distill.stage_parts.layer_loss_fn"),
          why="this exercise asks you to write the step yourself: the two forward passes, the "
              "loss, the backward pass and the update",
          hint=("A training step: forward, loss, backward, update. Which of the two models "
