@@ -42,26 +42,20 @@ RESULTS_DIR = BENCH_DIR / "results"
 # Budgets
 # --------------------------------------------------------------------------------------------
 
-# name -> (tinylab profile, overrides, description). ``bench`` keeps the quick profile's
-# models, data splits, teacher and optimiser settings and shrinks only how much data the
-# student stages see, so it reuses the quick profile's fine-tuned teacher (same cache key).
-BUDGETS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "ci": ("ci", (), "the ci profile: a few hundred examples, one epoch per stage (smoke test; "
-                     "the numbers mean nothing)"),
-    "bench": ("quick", (
-        "student.num_layers=3",           # the published tables' student (quick has used 2
-                                          # layers since; bench/shapes.py compares both)
-        "augment.max_examples=1200",      # task distillation sees 1,200 of the 10,203 sources
-        "augment.n_aug=2",                # ... each with up to 2 augmentations (quick: 4)
-        "task_intermediate.epochs=10",    # 300 steps per task stage (quick: 500 and 800);
-        "task_intermediate.max_steps=300",  # epochs only bound the runs on fewer examples,
-        "task_prediction.epochs=10",      # so w/o DA trains as many steps on the 1,200
-        "task_prediction.max_steps=300",  # sources alone
-    ), "the quick profile (same teacher, general distillation, splits, learning rates; the "
-       "3-layer student the tables were measured with) with the task stages shrunk: 1,200 "
-       "task sources with up to 2 augmentations each, 300 steps per task stage"),
-    "quick": ("quick", (), "the quick profile unchanged (the course's budget; several hours "
-                           "for the full ablation grid on a 2-core CPU)"),
+# ``bench`` keeps the quick profile's models, data splits, teacher and optimiser settings and
+# shrinks only how much data the student stages see, so it reuses the quick profile's
+# fine-tuned teacher (same cache key).
+#: budget -> (profile, preset of ``tinylab.config.PRESETS`` or None, description).
+BUDGETS: dict[str, tuple[str, str | None, str]] = {
+    "ci": ("ci", None, "the ci profile: a few hundred examples, one epoch per stage (smoke test; "
+                       "the numbers mean nothing)"),
+    "bench": ("quick", "bench",
+              "the quick profile (same teacher, general distillation, splits, learning rates; "
+              "the 3-layer student the tables were measured with) with the task stages "
+              "shrunk: 1,200 task sources with up to 2 augmentations each, 300 steps per task "
+              "stage (preset 'bench' in tinylab.config.PRESETS)"),
+    "quick": ("quick", None, "the quick profile unchanged (the course's budget; several hours "
+                             "for the full ablation grid on a 2-core CPU)"),
 }
 
 
@@ -71,14 +65,17 @@ def budget_config(budget: str, extra: Iterable[str] = ()):
 
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
-    profile, overrides, _ = BUDGETS[budget]
-    return get_config(profile, [*overrides, *extra])
+    profile, preset, _ = BUDGETS[budget]
+    return get_config(profile, list(extra), preset=preset)
 
 
 def budget_record(budget: str, extra: Sequence[str] = ()) -> dict[str, Any]:
     """What a result file says about the budget that produced it."""
-    profile, overrides, description = BUDGETS[budget]
-    return {"budget": budget, "profile": profile, "overrides": [*overrides, *extra],
+    from tinylab.config import preset_overrides
+
+    profile, preset, description = BUDGETS[budget]
+    return {"budget": budget, "profile": profile,
+            "overrides": [*preset_overrides(preset, profile), *extra],
             "description": description}
 
 

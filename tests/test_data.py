@@ -493,3 +493,78 @@ def test_length_grouped_batches_come_in_random_order_not_longest_first():
     assert share_of_steps_down(theirs) > 0.95  # sorted: the saw-tooth
     assert 0.35 < share_of_steps_down(ours) < 0.65  # a random order: about half
     assert order == sampler.indices(0) and order != sampler.indices(1)
+
+
+# --------------------------------------------------------------------------------------------
+# Your own task: a `datasets` folder, and the malformed files `tinylab distill` refuses
+# --------------------------------------------------------------------------------------------
+
+def test_save_to_disk_folder_gives_the_same_task_as_the_csv(tmp_path):
+    frame = synthetic_reviews(200)
+    frame.to_csv(tmp_path / "r.csv", index=False)
+    datasets.Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(tmp_path / "ds"))
+    from_csv = data.load_task(cfg_for(str(tmp_path / "r.csv")))
+    from_folder = data.load_task(cfg_for(str(tmp_path / "ds")))
+    for split in data.SPLITS:
+        assert from_folder[split]["text"] == from_csv[split]["text"]
+        assert from_folder[split]["label"] == from_csv[split]["label"]
+    # a DatasetDict with its own splits keeps them
+    own = datasets.DatasetDict({s: datasets.Dataset.from_pandas(
+        frame.iloc[i::3].reset_index(drop=True), preserve_index=False)
+        for i, s in enumerate(data.SPLITS)})
+    own.save_to_disk(str(tmp_path / "dd"))
+    kept = data.load_task(cfg_for(str(tmp_path / "dd")))
+    assert keys(kept["test"]) <= {normalize_text(t) for t in frame.iloc[2::3]["text"]}
+    (tmp_path / "not_a_dataset").mkdir()
+    (tmp_path / "not_a_dataset" / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="not one written by datasets' save_to_disk"):
+        data.load_task(cfg_for(str(tmp_path / "not_a_dataset")))
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("broken.jsonl", '{"text": "a good film", "label": 1}\n{"text": "unfinished\n',
+     r"broken.jsonl is not valid JSON"),
+    ("blank.csv", "text,label\n" + " ,pos\n \t,neg\n" * 10,
+     r"blank.csv: every text in column 'text' is empty \(20 rows\)"),
+    ("scores.csv", "text,label\n" + "".join(f"text {i},{i / 10}\n" for i in range(20)),
+     r"scores.csv: labels must be class ids.*regression"),
+    ("one.csv", "text,label\n" + "".join(f"text number {i},pos\n" for i in range(20)),
+     r"one.csv: every example has the label 'pos'"),
+])
+def test_malformed_task_files_are_refused_naming_the_file(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match=message):
+        data.load_task(cfg_for(str(tmp_path / name)))
+
+
+def test_general_exclude_leaves_a_source_out():
+    # This test is about how the offline corpus is assembled from its sources, so it reads
+    # the sources through data's private helpers.
+    folder = data._asset_folder("general-text")
+    by_source = {name: set(data._general_sentences(
+        ((s, d) for s, d in data._offline_general_documents(folder) if s == name), 5))
+        for name in data.GENERAL_SOURCES}
+    full = set(data.load_general_corpus(DataConfig())["text"])
+    without = set(data.load_general_corpus(DataConfig(general_exclude="debates"))["text"])
+    others = set().union(*(v for k, v in by_source.items() if k != "debates"))
+    assert len(by_source["debates"]) > 1000 and by_source["debates"] <= full
+    assert without == others                   # everything else, and nothing of the debates'
+    assert not (by_source["debates"] - others) & without
+    with pytest.raises(ValueError, match=r"unknown source\(s\) \['debate'\].*speeches, debates"):
+        data.load_general_corpus(DataConfig(general_exclude="debate"))
+
+
+def test_general_corpus_file_checked_up_front(tmp_path):
+    from tinylab.config import check_sources
+
+    (tmp_path / "empty.txt").write_text("  \n")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait for everyone today\n".encode("latin-1"))
+    for name, message in (("empty.txt", r"general corpus file .*empty.txt is empty"),
+                          ("latin1.txt", r"general corpus file .*latin1.txt is not UTF-8")):
+        cfg = get_config("ci", [f"data.general_corpus={tmp_path / name}"])
+        with pytest.raises(ValueError, match=message):
+            check_sources(cfg)
+        with pytest.raises(ValueError, match=message):
+            data.load_general_corpus(cfg.data)
+    check_sources(get_config("ci", [f"data.general_corpus={tmp_path / 'latin1.txt'}",
+                                    "general.enabled=false"]))  # not read: not checked

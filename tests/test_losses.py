@@ -254,8 +254,31 @@ def test_layer_map_uniform_equals_official_indexing():
     assert layer_map(m, n) == [i * k for i in range(1, m + 1)]
 
 
+@pytest.mark.parametrize("m, n", [(m, n) for n in range(1, 25) for m in range(1, n + 1)])
+def test_layer_map_spread_against_fractions(m, n):
+    # reference: the smallest teacher layer at or past the exact fraction m'/M of the depth,
+    # found with exact rational arithmetic
+    from fractions import Fraction
+    expected = [next(layer for layer in range(1, n + 1) if layer >= Fraction(i * n, m))
+                for i in range(1, m + 1)]
+    assert layer_map(m, n, "spread") == expected
+    assert layer_map(m, n, "spread")[-1] == n                       # always ends on top
+    assert len(set(layer_map(m, n, "spread"))) == m                 # never two on one layer
+    if n % m == 0:
+        assert layer_map(m, n, "spread") == layer_map(m, n, "uniform")
+
+
+def test_layer_map_official_block_indexing_is_bottom_when_depths_do_not_divide():
+    # the authors' code: layers_per_block = N // M, student layer i -> teacher i*k + k - 1
+    # (0-based); with N=6, M=4 that is the first four layers, not a spread
+    m, n = 4, 6
+    k = n // m
+    assert [i * k + k - 1 + 1 for i in range(m)] == layer_map(m, n, "bottom")
+    assert layer_map(m, n, "spread") == [2, 3, 5, 6]
+
+
 @pytest.mark.parametrize("m, n, strategy, message", [
-    (4, 6, "uniform", "multiple"),
+    (4, 6, "uniform", "multiple.*'spread'"),
     (7, 6, "uniform", "more layers"),
     (0, 6, "top", "positive"),
     (2, 6, "middle", "unknown layer mapping"),

@@ -39,7 +39,8 @@ from typing import Any, Iterable, Mapping
 __all__ = [
     "DataConfig", "TeacherConfig", "StudentConfig", "StageConfig", "LossConfig",
     "AugmentConfig", "KDConfig", "Config", "PROFILES", "DEFAULT_PROFILE", "get_config",
-    "apply_overrides", "config_hash", "resolve_profile_name", "check_sources",
+    "apply_overrides", "config_hash", "resolve_profile_name", "check_sources", "PRESETS",
+    "preset_overrides",
 ]
 
 DEFAULT_PROFILE = "quick"
@@ -55,6 +56,9 @@ class DataConfig:
     ``*_size``: subsample a split (stratified, deterministic) to at most this many examples;
     ``None`` keeps everything. ``split_seed`` fixes the train/validation/test split and never
     changes with the training seed, so every run is scored on the same test set.
+    ``general_exclude``: offline general-corpus sources to leave out, comma-separated (e.g.
+    ``"debates"`` when the task itself is made of the 2016 debates, so general distillation
+    never reads a test text); see :func:`tinylab.data.load_general_corpus`.
     """
 
     task: str = "rotten_tomatoes_offline"
@@ -66,6 +70,7 @@ class DataConfig:
     test_size: int | None = None
     split_seed: int = 2020
     general_corpus: str = "offline"
+    general_exclude: str = ""
     general_size: int | None = None
     general_max_length: int = 64
 
@@ -145,7 +150,9 @@ class LossConfig:
     """The TinyBERT objective (L_embd, L_attn, L_hidn, L_pred and their sum L_model) and the official-code switches (docs/paper-vs-code.md).
 
     Weights of 0 remove a term (the paper's "w/o Embd/Attn/Hidn/Pred" ablations).
-    ``layer_mapping``: ``"uniform"`` (paper default), ``"top"`` or ``"bottom"``.
+    ``layer_mapping``: ``"uniform"`` (paper default), ``"spread"`` (uniform for a teacher depth
+    the student's does not divide), ``"top"`` or ``"bottom"``
+    (:func:`tinylab.losses.layer_map`).
     ``official_attention``: the authors' ``where(x <= -1e2, 0, x)`` + plain MSE instead of a
     padding-masked MSE. ``shared_projection``: one ``fit_dense`` for embeddings and hidden
     states (official code) instead of separate W_e and W_h (paper).
@@ -321,17 +328,53 @@ def resolve_profile_name(profile: str | None = None) -> str:
     return name
 
 
-def get_config(profile: str | None = None, overrides: Iterable[str] | Mapping[str, Any] = ()
-               ) -> Config:
-    """The configuration of a named profile with ``key=value`` overrides applied.
+#: Named changes on top of a profile, by preset and profile: what a notebook or a benchmark
+#: sets beyond its profile, kept in one place so that ``tinylab course prepare`` fills the
+#: cache under the keys the notebooks look up, and so that a notebook shows the line that sets
+#: them (``get_config(PROFILE, preset="two-stage")``). A profile a preset does not list runs
+#: unchanged.
+PRESETS: Mapping[str, Mapping[str, tuple[str, ...]]] = types.MappingProxyType({
+    # Notebooks 05 and 06 (general distillation, then five students trained on the task).
+    # Under quick every stage is capped so that notebook 06 fits its 20-minute budget on 2
+    # cores (caps of 400/600/400 steps took 22.5 min), and students are scored every 200 steps.
+    "two-stage": {"quick": ("general.max_steps=300", "task_intermediate.max_steps=500",
+                            "task_prediction.max_steps=300", "task_prediction.eval_every=200")},
+    # The benchmarks' budget: quick (same teacher, general distillation, splits, learning
+    # rates) with the 3-layer student the published tables were measured with, 1,200 task
+    # sources with up to 2 augmentations each, and 300 steps per task stage (the epochs only
+    # bound the runs on fewer examples, so w/o DA trains as many steps on the sources alone).
+    "bench": {"quick": ("student.num_layers=3", "augment.max_examples=1200", "augment.n_aug=2",
+                        "task_intermediate.epochs=10", "task_intermediate.max_steps=300",
+                        "task_prediction.epochs=10", "task_prediction.max_steps=300")},
+})
+
+
+def preset_overrides(preset: str | None, profile: str) -> tuple[str, ...]:
+    """The ``key=value`` changes ``preset`` makes to ``profile`` (none for ``preset=None``)."""
+    if preset is None:
+        return ()
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    return tuple(PRESETS[preset].get(profile, ()))
+
+
+def get_config(profile: str | None = None, overrides: Iterable[str] | Mapping[str, Any] = (),
+               *, preset: str | None = None) -> Config:
+    """The configuration of a named profile, then a :data:`PRESETS` entry, then ``key=value``
+    overrides, applied in that order.
 
     ``overrides`` is a list of strings like ``"teacher.epochs=2"`` (dotted keys, values parsed
     and type-checked against the field) or a mapping ``{"teacher.epochs": 2}``.
+
+    >>> get_config("quick", preset="two-stage").general.max_steps
+    300
     """
-    cfg = PROFILES[resolve_profile_name(profile)]()
+    name = resolve_profile_name(profile)
+    cfg = PROFILES[name]()
     from_env = {key: os.environ[var] for key, var in ENV_OVERRIDES.items()
                 if os.environ.get(var, "").strip()}
     cfg = apply_overrides(cfg, from_env)
+    cfg = apply_overrides(cfg, preset_overrides(preset, name))
     cfg = apply_overrides(cfg, overrides)
     _check_choices(cfg)
     _check_ranges(cfg)
@@ -381,8 +424,8 @@ def _check_ranges(cfg: Config) -> None:
     need("loss.temperature", loss.temperature > 0, "must be > 0")
     for term in ("embedding", "attention", "hidden", "prediction"):
         need(f"loss.{term}_weight", getattr(loss, f"{term}_weight") >= 0, "must be >= 0")
-    need("loss.layer_mapping", loss.layer_mapping in ("uniform", "top", "bottom"),
-         "use 'uniform', 'top' or 'bottom'")
+    need("loss.layer_mapping", loss.layer_mapping in ("uniform", "spread", "top", "bottom"),
+         "use 'uniform', 'spread', 'top' or 'bottom'")
     need("kd.temperature", cfg.kd.temperature > 0, "must be > 0")
     need("kd.alpha", 0 <= cfg.kd.alpha <= 1, "the gold-label weight, in [0, 1]")
     a = cfg.augment
@@ -481,7 +524,7 @@ def check_sources(cfg: Config) -> None:
     Raises one ``ValueError`` naming every bad key.
     """
     from tinylab.assets import ASSETS, cache_dir
-    from tinylab.data import LOCAL_SUFFIXES, OFFLINE_TASK
+    from tinylab.data import LOCAL_SUFFIXES, OFFLINE_TASK, check_general_corpus_file
 
     problems: list[str] = []
     root = cache_dir()
@@ -523,6 +566,11 @@ def check_sources(cfg: Config) -> None:
         if found and value > found[0]:
             problems.append(f"{key}={value} is more than the teacher's {found[0]} positions "
                             f"(max_position_embeddings in {found[1]}); use at most {found[0]}")
+    if cfg.general.enabled:
+        try:  # an empty or non-UTF-8 corpus file, or an unknown data.general_exclude source
+            check_general_corpus_file(cfg.data)
+        except ValueError as err:
+            problems.append(str(err))
     if problems:
         raise ValueError("cannot start: " + "; ".join(problems))
 

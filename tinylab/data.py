@@ -19,7 +19,9 @@ Where the data comes from is ``DataConfig.task`` / ``DataConfig.general_corpus``
   Hugging Face Hub; a ``sentence`` column, as in SST-2, is used when ``text_column`` is left
   at ``"text"`` and the dataset has no ``text`` column);
 * ``"reviews.csv"`` (or .tsv, .json, .jsonl, .parquet): a local file; ``text_column`` /
-  ``label_column`` map its columns, string labels become class names (sorted).
+  ``label_column`` map its columns, string labels become class names (sorted);
+* a folder written by ``datasets``' ``save_to_disk``: its splits are kept as a hub
+  dataset's are (a single ``Dataset`` is split 80/10/10).
 
 Splits. Whenever tinylab makes a split itself it is deterministic (it depends only on the texts
 and ``split_seed``, never on the training seed or a library's random stream), stratified by
@@ -54,6 +56,7 @@ __all__ = [
     "OFFLINE_TASK", "SPLITS", "load_task", "load_general_corpus", "tokenize", "make_dataloader",
     "padding_efficiency", "set_epoch", "LengthGroupedEpochSampler", "split_sentences",
     "normalize_text", "stratified_group_split", "stratified_subsample", "OOD_SETS", "load_ood",
+    "GENERAL_SOURCES", "general_exclusions", "check_general_corpus_file",
 ]
 
 OFFLINE_TASK = "rotten_tomatoes_offline"
@@ -189,8 +192,10 @@ def _encode_labels(labels: pd.Series, names: list[str] | None, source: str
     values = pd.to_numeric(labels, errors="coerce")
     not_int = values.isna() | (np.mod(values.fillna(0), 1) != 0)
     if not_int.any():
-        raise ValueError(f"{source}: labels must be integers or strings, got values like "
-                         f"{labels[not_int].head(3).tolist()}")
+        raise ValueError(f"{source}: labels must be class ids (0..K-1) or class names, got "
+                         f"values like {labels[not_int].head(3).tolist()}. tinylab distils "
+                         f"classifiers; for scores (regression, as in STS-B) bin them into "
+                         f"named classes first")
     values = values.astype(np.int64)
     k = len(names) if names is not None else int(values.max()) + 1
     outside = sorted(set(values[(values < 0) | (values >= k)].tolist()))
@@ -345,6 +350,11 @@ def _read_local(path: Path) -> pd.DataFrame:
     except pd.errors.ParserError as err:
         raise ValueError(f"{path} is not valid {path.suffix.lstrip('.').upper()}: "
                          f"{str(err).splitlines()[0]}") from None
+    except ValueError as err:  # pandas' JSON reader: "Expected object or value", no file name
+        if path.suffix.lower() not in (".json", ".jsonl"):
+            raise
+        raise ValueError(f"{path} is not valid JSON (one object per line for .jsonl, or one "
+                         f"list of records): {str(err).splitlines()[0]}") from None
 
 
 def _read_local_unchecked(path: Path) -> pd.DataFrame:
@@ -354,8 +364,10 @@ def _read_local_unchecked(path: Path) -> pd.DataFrame:
     if suffix == ".tsv":
         return pd.read_csv(path, sep="\t")
     if suffix in (".json", ".jsonl"):
+        if suffix == ".jsonl":
+            return pd.read_json(path, lines=True)
         try:
-            return pd.read_json(path, lines=suffix == ".jsonl")
+            return pd.read_json(path)
         except ValueError:  # a .json file with one record per line
             return pd.read_json(path, lines=True)
     if suffix == ".parquet":
@@ -364,12 +376,22 @@ def _read_local_unchecked(path: Path) -> pd.DataFrame:
                      f"{', '.join(LOCAL_SUFFIXES)} (or .txt for a general corpus)")
 
 
+def _check_has_text(frame: pd.DataFrame, cfg: DataConfig, source: str) -> None:
+    """Refuse a text column in which every cell is missing or blank."""
+    filled = frame["text"].notna() & (frame["text"].astype(str).str.strip() != "")
+    if not filled.any():
+        raise ValueError(f"{source}: every text in column {cfg.text_column!r} is empty "
+                         f"({len(frame)} rows); point data.text_column at the column that "
+                         f"holds the texts")
+
+
 def _load_local_task(path: Path, cfg: DataConfig):
     source = str(path)
     raw = _read_local(path)
     if raw.empty:
         raise ValueError(f"{source} contains no rows")
     frame = _pick_columns(raw, cfg, source)
+    _check_has_text(frame, cfg, source)
     frame = frame[frame["text"].notna()]
     codes, names = _encode_labels(frame["label"], None, source)
     frame = _clean(frame.assign(label=codes), source)
@@ -407,17 +429,38 @@ def _load_hub(name: str, **kwargs):
             f"or a local csv/json/parquet file") from err
 
 
-def _load_hub_task(name: str, cfg: DataConfig):
+def _load_disk(path: Path):
+    """A folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``, as a
+    ``DatasetDict`` (a single ``Dataset`` becomes its ``train`` split)."""
     import datasets
 
-    raw = _load_hub(name)
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError as err:
+        raise ValueError(f"{path} is a folder but not one written by datasets' save_to_disk "
+                         f"({str(err).splitlines()[0]}); give a csv/jsonl/parquet file or a "
+                         f"save_to_disk folder") from None
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict({"train": loaded})
+    return loaded
+
+
+def _load_hub_task(name: str, cfg: DataConfig, raw=None):
+    """A hub dataset (or, with ``raw``, an already loaded ``DatasetDict`` such as a
+    ``save_to_disk`` folder) with its own splits, see the module docstring."""
+    import datasets
+
+    kind = "hub dataset" if raw is None else "dataset folder"
+    raw = _load_hub(name) if raw is None else raw
     if "train" not in raw:
-        raise ValueError(f"hub dataset {name!r} has no train split (splits: {list(raw)})")
+        raise ValueError(f"{kind} {name!r} has no train split (splits: {list(raw)})")
     label_feature = raw["train"].features.get(cfg.label_column)
     names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
     frames = {}
     for split, ds in raw.items():
         frame = _pick_columns(ds.to_pandas(), cfg, f"{name} [{split}]")
+        if split == "train":
+            _check_has_text(frame, cfg, f"{name} [{split}]")
         frames[split] = frame[frame["text"].notna()]
 
     def hidden(split: str) -> bool:  # absent, or every label is negative (GLUE's -1)
@@ -464,6 +507,8 @@ def load_task(cfg: DataConfig):
     if task == OFFLINE_TASK:
         return _load_offline_rt(cfg)
     path = Path(task).expanduser()
+    if path.is_dir():
+        return _load_hub_task(str(path), cfg, raw=_load_disk(path))
     if path.suffix.lower() in LOCAL_SUFFIXES or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"task file {path} does not exist (data.task={task!r})")
@@ -620,8 +665,57 @@ def _hamlet_passages(text: str) -> list[str]:
     return passages
 
 
-def _offline_general_documents(folder: Path) -> Iterator[tuple[str, str]]:
-    """(source, document) pairs from the general-text asset, in a fixed order."""
+#: The sources of the offline general corpus, in the order they are read
+#: (``DataConfig.general_exclude`` names the ones to leave out).
+GENERAL_SOURCES = ("speeches", "debates", "headlines", "plots", "hamlet")
+
+
+def general_exclusions(cfg: DataConfig) -> tuple[str, ...]:
+    """The offline sources ``cfg.general_exclude`` leaves out, checked against
+    :data:`GENERAL_SOURCES` (an unknown name is refused, naming the valid ones)."""
+    names = tuple(n.strip() for n in cfg.general_exclude.split(",") if n.strip())
+    unknown = [n for n in names if n not in GENERAL_SOURCES]
+    if unknown:
+        raise ValueError(f"data.general_exclude names unknown source(s) {unknown}; the offline "
+                         f"general corpus has {', '.join(GENERAL_SOURCES)}")
+    if names and cfg.general_corpus != "offline":
+        raise ValueError(f"data.general_exclude={cfg.general_exclude!r} applies only to the "
+                         f"offline general corpus, not data.general_corpus="
+                         f"{cfg.general_corpus!r}; leave it empty")
+    return names
+
+
+def check_general_corpus_file(cfg: DataConfig) -> None:
+    """Refuse, in one line naming the file, a local general corpus that is empty or not
+    UTF-8 text: without this the run would fail only after the teacher's fine-tuning, when
+    general distillation first reads it. (A missing file is refused by
+    :func:`tinylab.config.check_sources`.)"""
+    path = Path(cfg.general_corpus).expanduser()
+    if cfg.general_corpus == "offline" or not path.is_file():
+        general_exclusions(cfg)
+        return
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValueError(f"general corpus file {path} is empty; it needs sentences of at least "
+                         f"5 words (data.general_corpus={cfg.general_corpus!r})")
+    if path.suffix.lower() in (".txt", ".csv", ".tsv", ".json", ".jsonl"):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"general corpus file {path} is not UTF-8 text (byte {err.start}: "
+                             f"{err.reason}); save it as UTF-8") from None
+
+
+def _offline_general_documents(folder: Path, exclude: Sequence[str] = ()
+                               ) -> Iterator[tuple[str, str]]:
+    """(source, document) pairs from the general-text asset, in a fixed order, leaving out
+    the sources in ``exclude``."""
+    for source, document in _all_offline_general_documents(folder):
+        if source not in exclude:
+            yield source, document
+
+
+def _all_offline_general_documents(folder: Path) -> Iterator[tuple[str, str]]:
     import json
 
     for party in json.loads((folder / "political_data.json").read_text()):
@@ -664,7 +758,9 @@ def load_general_corpus(cfg: DataConfig, *, min_words: int = 5):
       2016 debates, Guardian headlines, Rotten Tomatoes *plot summaries* (never the review
       snippets, which hold the test set) and Hamlet. About 25k sentences - tiny next to the
       paper's 2.5B-word Wikipedia, so general distillation here shows the mechanics more than
-      it builds a strong student.
+      it builds a strong student. ``cfg.general_exclude`` leaves sources out
+      (:data:`GENERAL_SOURCES`): a task built from one of them must not meet its own test
+      texts during general distillation.
     * a local ``.txt`` file (split into sentences) or csv/json/parquet (``cfg.text_column``);
     * a hub dataset, e.g. ``"wikitext/wikitext-103-raw-v1"`` (non-empty lines, headings
       dropped; ``general_size`` keeps a seeded sample).
@@ -677,9 +773,11 @@ def load_general_corpus(cfg: DataConfig, *, min_words: int = 5):
 
     source = cfg.general_corpus
     path = Path(source).expanduser()
+    check_general_corpus_file(cfg)
     if source == "offline":
-        texts = _general_sentences(_offline_general_documents(_asset_folder("general-text")),
-                                   min_words)
+        documents = _offline_general_documents(_asset_folder("general-text"),
+                                               general_exclusions(cfg))
+        texts = _general_sentences(documents, min_words)
     elif path.suffix.lower() in LOCAL_SUFFIXES + (".txt",) or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"general corpus file {path} does not exist "

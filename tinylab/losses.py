@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinylab.projections import width_projection  # W_e / W_h; re-exported for notebook 07
+from tinylab.projections import width_projection  # W_e / W_h; re-exported for notebook 08
 
 __all__ = ["soft_cross_entropy", "kd_kl_div", "hinton_kd_loss", "attention_mse", "hidden_mse", "layer_map",
            "mapped_attention_loss", "mapped_hidden_loss", "teacher_layers_for",
@@ -221,6 +221,11 @@ def layer_map(num_student_layers: int, num_teacher_layers: int,
 
     * ``"uniform"`` (paper default): g(m) = m * N / M, e.g. M=4, N=12 -> [3, 6, 9, 12].
       Needs N to be a multiple of M. The official code's indexing gives the same layers.
+    * ``"spread"``: g(m) = ceil(m * N / M), the uniform rule for any depths: equal to
+      ``"uniform"`` when M divides N, and otherwise still spread over the whole teacher with
+      the last student layer on the last teacher layer (M=4, N=6 -> [2, 3, 5, 6]). The
+      official code computes ``N // M`` layers per block, which for M=4, N=6 is 1: it
+      silently maps onto the *first* four layers, the ``"bottom"`` strategy.
     * ``"top"``: g(m) = N - M + m (the last M layers).
     * ``"bottom"``: g(m) = m (the first M layers).
 
@@ -239,15 +244,18 @@ def layer_map(num_student_layers: int, num_teacher_layers: int,
             divisors = [d for d in range(1, n + 1) if n % d == 0]
             raise ValueError(f"uniform layer mapping needs the teacher's {n} layers to be a "
                              f"multiple of the student's {m}; use a student with one of "
-                             f"{divisors} layers, or strategy 'top' / 'bottom'")
+                             f"{divisors} layers, or strategy 'spread' (or 'top' / "
+                             f"'bottom')")
         step = n // m
         return [i * step for i in range(1, m + 1)]
+    if strategy == "spread":
+        return [-(-i * n // m) for i in range(1, m + 1)]  # ceil(i * n / m) in integers
     if strategy == "top":
         return [n - m + i for i in range(1, m + 1)]
     if strategy == "bottom":
         return list(range(1, m + 1))
     raise ValueError(f"unknown layer mapping strategy {strategy!r}; "
-                     f"choose 'uniform', 'top' or 'bottom'")
+                     f"choose 'uniform', 'spread', 'top' or 'bottom'")
 
 
 # --------------------------------------------------------------------------------------------
@@ -533,7 +541,7 @@ class TinyBertLoss(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# Other objectives (notebook 07): DistilBERT's cosine loss, MiniLM's self-attention transfer
+# Other objectives (notebook 08): DistilBERT's cosine loss, MiniLM's self-attention transfer
 # --------------------------------------------------------------------------------------------
 
 def cosine_hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
