@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tinylab.config import PRESETS
+
 from tinylab import cli
 from tinylab.cache_pack import PACK_MANIFEST, PackError, pack_cache, unpack_cache
 
@@ -112,24 +114,28 @@ def test_unpack_into_a_folder_that_cannot_be_written(tmp_path, capsys, monkeypat
 
 def test_prepare_uses_the_notebooks_cache_keys():
     from tinylab.config import get_config
-    from tinylab.course import NOTEBOOK_OVERRIDES, notebook_config
     from tinylab.distill import general_cache_key
 
-    quick5 = notebook_config("05", "quick")
-    assert general_cache_key(quick5) == general_cache_key(
-        get_config("quick").replace(*NOTEBOOK_OVERRIDES["05"]["quick"]))
-    assert general_cache_key(quick5) != general_cache_key(get_config("quick"))
-    assert notebook_config("05", "ci") == get_config("ci")
-    nb05 = (Path(__file__).resolve().parents[1] / "notebooks" /
-            "05_two_stage_distillation.ipynb").read_text()
-    assert 'NOTEBOOK_OVERRIDES[\\"05\\"]' in nb05       # the notebook applies the same caps
+    quick = get_config("quick", preset="two-stage")
+    assert general_cache_key(quick) == general_cache_key(
+        get_config("quick").replace(*PRESETS["two-stage"]["quick"]))
+    assert general_cache_key(quick) != general_cache_key(get_config("quick"))
+    assert get_config("ci", preset="two-stage") == get_config("ci")
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    for name in ("05_general_distillation", "06_task_distillation"):
+        # both notebooks start from the configuration `course prepare` caches under
+        assert 'get_config(PROFILE, preset=\\"two-stage\\")' in (
+            notebooks / f"{name}.ipynb").read_text(), name
+    course = (Path(__file__).resolve().parents[1] / "tinylab" / "course.py").read_text()
+    assert 'get_config(profile, preset="two-stage")' in course
 
 
 @pytest.mark.slow
 def test_prepare_pack_unpack_then_notebook_finds_everything(tmp_path, monkeypatch):
     """ci profile: prepare into a fresh cache, pack, unpack on a 'new laptop', and the cache
     keys the notebooks look up are all there."""
-    from tinylab.course import fresh_cache, notebook_config, prepare
+    from tinylab.config import get_config
+    from tinylab.course import fresh_cache, prepare
     from tinylab.distill import general_cache_key, teacher_cache_key
 
     monkeypatch.setenv("TINYLAB_CACHE", str(fresh_cache(tmp_path / "instructor")))
@@ -140,9 +146,9 @@ def test_prepare_pack_unpack_then_notebook_finds_everything(tmp_path, monkeypatc
     laptop = fresh_cache(tmp_path / "laptop")
     result = unpack_cache(tmp_path / "room.tar", cache=laptop)
     assert len(result["added"]) == 3 and not result["kept"]
-    assert (laptop / "teachers" / teacher_cache_key(notebook_config("02", "ci")) /
+    assert (laptop / "teachers" / teacher_cache_key(get_config("ci")) /
             "history.json").exists()
-    assert (laptop / "general" / general_cache_key(notebook_config("05", "ci")) /
+    assert (laptop / "general" / general_cache_key(get_config("ci", preset="two-stage")) /
             "history.json").exists()
     monkeypatch.setenv("TINYLAB_CACHE", str(laptop))
     warm = prepare("ci", progress=False)                       # everything is a cache hit

@@ -54,8 +54,8 @@ def test_list_and_select_notebooks(toy_course):
     assert [p.stem for p in select_notebooks(None, toy_course)] == ["01_first", "02_second"]
     picked = select_notebooks(["02", "01_first.ipynb"], toy_course)
     assert [p.stem for p in picked] == ["01_first", "02_second"]  # course order kept
-    with pytest.raises(ValueError, match="unknown notebook '07'.*01_first"):
-        select_notebooks(["07"], toy_course)
+    with pytest.raises(ValueError, match="unknown notebook '08'.*01_first"):
+        select_notebooks(["08"], toy_course)
     with pytest.raises(FileNotFoundError, match="source checkout"):
         list_notebooks(toy_course / "missing")
 
@@ -155,10 +155,16 @@ def test_open_lab_starts_jupyterlab_on_the_notebooks(monkeypatch, toy_course):
 
 
 @pytest.mark.parametrize("profile", ["ci", "quick"])
-def test_prepare_covers_notebook_07s_teacher(profile):
-    """Notebook 07 trains its students itself but reuses the teacher `course prepare` caches:
-    its configuration must give the same teacher cache key as notebook 02's."""
+def test_prepare_covers_every_notebooks_teacher(profile):
+    """Notebooks 02-08 reuse the teacher `course prepare` caches: the preset of notebooks 05
+    and 06 must leave the teacher's cache key alone, and notebooks 02-04, 07 and 08 start from
+    the plain profile."""
+    from tinylab.config import get_config
     from tinylab.distill import teacher_cache_key
 
-    assert teacher_cache_key(course.notebook_config("07", profile)) == teacher_cache_key(
-        course.notebook_config("02", profile))
+    assert teacher_cache_key(get_config(profile, preset="two-stage")) == teacher_cache_key(
+        get_config(profile))
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    for name in ("02_teacher_inference", "03_soft_label_math", "04_tinybert_loss",
+                 "07_deploying_the_student", "08_other_ways_to_distil"):
+        assert "cfg = get_config(PROFILE)" in (notebooks / f"{name}.ipynb").read_text(), name

@@ -103,10 +103,10 @@ SHORTCUTS = [
     ("nb04.layer_mapping", _layer_map, "tinylab.losses.layer_map"),
     ("nb04.hidden_loss", _hidden_mse, "tinylab.losses.hidden_mse"),
     ("nb04.masked_attention_mse", _attention_mse, "tinylab.losses.attention_mse"),
-    ("nb06.fake_quantize_int8", _quantize, "torch.quantize_per_tensor"),
-    ("nb06.fake_quantize_int8", _fake_quantize, "torch.fake_quantize_per_tensor_affine"),
-    ("nb07.value_relation_kl", _value_relation, "tinylab.losses.minilm_value_relation_kl"),
-    ("nb07.value_relation_kl", _attention_kl_of_relations, "tinylab.losses.minilm_attention_kl"),
+    ("nb07.fake_quantize_int8", _quantize, "torch.quantize_per_tensor"),
+    ("nb07.fake_quantize_int8", _fake_quantize, "torch.fake_quantize_per_tensor_affine"),
+    ("nb08.value_relation_kl", _value_relation, "tinylab.losses.minilm_value_relation_kl"),
+    ("nb08.value_relation_kl", _attention_kl_of_relations, "tinylab.losses.minilm_attention_kl"),
 ]
 
 
@@ -123,7 +123,7 @@ def test_library_shortcut_is_refused(name, shortcut, function, capsys):
     ("nb03.softmax_with_temperature", torch.softmax),
     ("nb04.masked_attention_mse", "tinylab.losses.attention_mse"),
     ("nb04.layer_mapping", "tinylab.losses.layer_map"),
-    ("nb07.value_relation_kl", "tinylab.losses.minilm_value_relation_kl"),
+    ("nb08.value_relation_kl", "tinylab.losses.minilm_value_relation_kl"),
 ])
 def test_the_library_function_itself_is_refused(name, function, capsys):
     from tinylab.exercises import resolve
@@ -147,7 +147,7 @@ def test_shortcuts_would_otherwise_pass():
     assert _layer_map(4, 12, "uniform") == layer_mapping(4, 12, "uniform")
     for s, t, mask in _attention_cases():
         torch.testing.assert_close(_attention_mse(s, t, mask), masked_attention_mse(s, t, mask))
-    from tinylab.exercises.nb07 import _cases, value_relation_kl
+    from tinylab.exercises.nb08 import _cases, value_relation_kl
     for s, t, mask in _cases():
         torch.testing.assert_close(_value_relation(s, t, mask), value_relation_kl(s, t, mask))
         torch.testing.assert_close(_attention_kl_of_relations(s, t, mask),

@@ -162,11 +162,13 @@ PREDICTION_TRUTHS = {
     "nb01.dynamic_padding": [(2, 11, 15), (2, 7, 14), (1, 3, 3)],
     "nb01.sorted_padding": {"dataset order": 0.230, "sorted": 0.053},
     "nb02.padded_query_row": {"row_sums": [1.0] * 12, "on_padded_keys": 0.0, "finite": True},
+    "nb09.official_layer_map": [1, 2, 3, 4],
 }
 PREDICTION_WRONG = {
     "nb01.dynamic_padding": [0, 23, "seven"],
     "nb01.sorted_padding": ["a", "b", "(b)", "d"],
     "nb02.padded_query_row": ["a", "c", "d", "x"],
+    "nb09.official_layer_map": ["a", "c", "(a)", "[1, 2, 3, 4]"],
 }
 
 

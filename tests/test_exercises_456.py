@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tinylab.exercises import check, get, names
 from tinylab.exercises.nb04 import _attention_cases, layer_mapping, masked_attention_mse
 from tinylab.exercises.nb05 import stage_plan
-from tinylab.exercises.nb06 import fake_quantize_int8
+from tinylab.exercises.nb07 import fake_quantize_int8
 from tinylab.losses import attention_mse, layer_map
 
 
@@ -21,12 +21,12 @@ def test_modules_register_their_exercises():
     assert names("nb04") == ["nb04.hidden_loss", "nb04.layer_mapping",
                              "nb04.masked_attention_mse"]
     assert "nb05.stage_plan" in names("nb05")          # notebook 05 may hold more
-    assert names("nb06") == ["nb06.fake_quantize_int8"]
+    assert names("nb07") == ["nb07.fake_quantize_int8"]
 
 
 @pytest.mark.parametrize("name", ["nb04.layer_mapping", "nb04.masked_attention_mse",
                                   "nb04.hidden_loss", "nb05.stage_plan",
-                                  "nb06.fake_quantize_int8"])
+                                  "nb07.fake_quantize_int8"])
 def test_reference_passes(name, capsys):
     assert check(name, get(name).reference) is True
     assert capsys.readouterr().out.strip() == f"[{name}] the reference solution passes"
@@ -114,7 +114,7 @@ def test_stage_plan_explains_the_teacher_mistake(capsys):
     assert "gold labels are never used" in capsys.readouterr().out
 
 
-# -- nb06.fake_quantize_int8 -------------------------------------------------------------------
+# -- nb07.fake_quantize_int8 -------------------------------------------------------------------
 
 def test_fake_quantize_matches_pytorch_dynamic_quantization_bit_for_bit():
     from torch.ao.quantization import quantize_dynamic
@@ -139,11 +139,11 @@ def test_fake_quantize_accepts_division_and_rejects_unrounded(capsys):
     def divide(w):
         s = w.abs().max() / 127.5
         return torch.clamp(torch.round(w / s), -128, 127) * s
-    assert check("nb06.fake_quantize_int8", divide) is True
+    assert check("nb07.fake_quantize_int8", divide) is True
     capsys.readouterr()
-    assert check("nb06.fake_quantize_int8", lambda w: w) is False
+    assert check("nb07.fake_quantize_int8", lambda w: w) is False
     assert "int8 has only 256" in capsys.readouterr().out
-    assert check("nb06.fake_quantize_int8",
+    assert check("nb07.fake_quantize_int8",
                  lambda w: torch.round(w / (w.abs().max() / 127)) * (w.abs().max() / 127)) is False
 
 

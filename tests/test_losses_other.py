@@ -1,4 +1,4 @@
-"""Notebook 07's loss terms (DistilBERT's cosine loss, MiniLM's attention and value-relation KL)
+"""Notebook 08's loss terms (DistilBERT's cosine loss, MiniLM's attention and value-relation KL)
 against independent references: explicit loops over examples, heads and tokens with
 ``torch.distributions`` and ``torch.nn.CosineEmbeddingLoss``, padding included."""
 from __future__ import annotations

@@ -258,6 +258,7 @@ TEACHER_DEPENDS = {"teacher.model", "teacher.epochs", "teacher.learning_rate",
                    "data.test_size", "data.split_seed", "seed", "group_by_length", "precision"}
 GENERAL_DEPENDS = ({"teacher.model", "teacher.general_model", "data.general_corpus",
                     "data.general_size", "data.general_max_length", "data.split_seed",
+                    "data.general_exclude",
                     "data.text_column", "seed", "group_by_length", "precision",
                     "cache_teacher_outputs"}
                    | {f"student.{f.name}" for f in dataclasses.fields(get_config("ci").student)}

@@ -72,25 +72,26 @@ def build_agendas(times: Mapping[str, Any], reading: Mapping[str, int]) -> str:
     day = [("welcome, set-up check (`tinylab assets verify`)", 15, ""),
            slot("01_tokenization"), slot("02_teacher_inference"), ("break", 15, ""),
            slot("03_soft_label_math"), slot("04_tinybert_loss"), ("lunch", 60, ""),
-           slot("05_two_stage_distillation", "start it first, read while it trains"),
-           ("break", 15, ""), slot("06_deploying_the_student"),
-           slot("07_other_ways_to_distil", "start it, then discuss what each objective reads"),
-           ("open lab", 30, "`tinylab distill --set data.task=your.csv` on the learners' own "
-                            "data, or the ablations of notebook 05 with another seed"),
+           slot("05_general_distillation", "start it first, read while it trains"),
+           slot("06_task_distillation", "start it first, read while it trains"),
+           ("break", 15, ""), slot("07_deploying_the_student"),
+           slot("08_other_ways_to_distil", "start it, then discuss what each objective reads"),
+           slot("09_distil_your_own_task", "then the learners' own data, or the ablations of "
+                                           "notebook 06 with another seed"),
            ("wrap-up, questions", 15, "")]
-    demo05 = ("`05_two_stage_distillation` as a demonstration",
-              slot_minutes(reading.get("05_two_stage_distillation", 30), 0),
+    demo06 = ("`06_task_distillation` as a demonstration",
+              slot_minutes(reading.get("06_task_distillation", 30), 0),
               "walk through the pre-executed copy; learners run it at home")
     half = [("welcome, set-up check", 10, ""), slot("01_tokenization"),
             slot("02_teacher_inference"), ("break", 15, ""), slot("04_tinybert_loss",
                                                                   "03 is homework"),
-            demo05, ("wrap-up", 10, "")]
+            demo06, ("wrap-up", 10, "")]
     source = (f"the `{column}` column of docs/notebook-times.md" + (
         " (after `tinylab course prepare`)" if column == PREPARED else
         " (cold: every notebook fine-tunes its own teacher; prepare the room to save that)"))
     lines = [f"Slots: the longer of reading and run time, plus {DISCUSSION} minutes of "
              f"discussion, rounded up to 5 minutes. Run times: {source}.", "",
-             "**One day** (all seven notebooks):", "", *_table(day), "",
+             "**One day** (all nine notebooks):", "", *_table(day), "",
              "**Half a day** (four hours; the essentials):", "", *_table(half)]
     return "\n".join(lines)
 

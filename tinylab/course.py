@@ -8,7 +8,7 @@ outputs) is written to the output folder under the notebook's own name. Notebook
 something for the summary save it with :func:`save_results`, which writes
 ``OUTPUT_DIR/<notebook>_results.json``::
 
-    save_results(OUTPUT_DIR, "05_two_stage_distillation", profile=cfg.profile,
+    save_results(OUTPUT_DIR, "06_task_distillation", profile=cfg.profile,
                  models={"teacher": {"accuracy": 0.81, "parameters": 22_700_000},
                          "student": {"accuracy": 0.78, "parameters": 7_300_000}},
                  metrics={"speed-up": 7.4})
@@ -38,7 +38,7 @@ from tinylab.atomic import atomic_write_text
 __all__ = ["NOTEBOOK_DIR", "DEFAULT_OUTPUT_DIR", "NotebookRun", "list_notebooks",
            "select_notebooks", "run_notebook", "run_course", "save_results", "load_results",
            "build_summary", "summary_markdown", "open_lab", "fresh_cache", "prepare",
-           "notebook_config", "NOTEBOOK_OVERRIDES"]
+           "repository_file"]
 
 #: The course notebooks (a source checkout: ``<repo>/notebooks``).
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -100,6 +100,49 @@ def select_notebooks(names: Sequence[str] | None,
                              f"(or just their numbers, e.g. 03)")
         chosen.update(matches)
     return [p for p in available if p in chosen]
+
+
+# ----------------------------------------------------------------------------------------------
+# Files of the repository, from a checkout or from GitHub
+# ----------------------------------------------------------------------------------------------
+
+def repository_file(relative: str, *, timeout: float = 30.0) -> Path:
+    """A file of the tinylab repository (``"bench/results/bench/shapes.json"``): from the
+    source checkout when tinylab runs from one, else downloaded once from GitHub at this
+    version's ref (``colab.release_ref()``: ``main`` or ``v<version>``) into the tinylab
+    cache. A notebook on Colab, which installs the package without the repository, reads the
+    same file a checkout has. Raises ``FileNotFoundError`` in one line when neither works."""
+    import urllib.request
+    from importlib import metadata
+
+    from tinylab.assets import cache_dir
+    from tinylab.colab import release_ref
+
+    local = Path(__file__).resolve().parents[1] / relative
+    if local.is_file():
+        return local
+    urls = dict(u.split(", ", 1) for u in metadata.metadata("tinylab-course").get_all(
+        "Project-URL") or [] if ", " in u)
+    if "Repository" not in urls:
+        raise FileNotFoundError(f"{relative} is not in a source checkout here, and the "
+                                f"installed tinylab-course names no Repository URL to "
+                                f"download it from")
+    repo = urls["Repository"].rstrip("/")
+    raw = repo.replace("https://github.com/", "https://raw.githubusercontent.com/")
+    url = f"{raw}/{release_ref()}/{relative}"
+    target = cache_dir() / "repository" / release_ref() / relative
+    if not target.is_file():
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                data = response.read()
+        except OSError as err:
+            raise FileNotFoundError(f"{relative} is not in a source checkout here and could "
+                                    f"not be downloaded from {url} ({err})") from None
+        from tinylab.atomic import atomic_write_bytes
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, data)
+    return target
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,45 +284,28 @@ def run_notebook(path: str | Path, output_path: str | Path, *, parameters: Mappi
     return time.perf_counter() - start
 
 
-#: Settings a notebook changes on top of its profile, by notebook number and profile.
-#: Notebook 05 trains five students; under ``quick`` each stage is capped so that the whole
-#: notebook fits its 20-minute budget on 2 cores (caps of 400/600/400 steps took 22.5 min).
-NOTEBOOK_OVERRIDES: dict[str, dict[str, tuple[str, ...]]] = {
-    "05": {"quick": ("general.max_steps=300", "task_intermediate.max_steps=500",
-                     "task_prediction.max_steps=300", "task_prediction.eval_every=200")},
-}
-
-
-def notebook_config(notebook: str, profile: str | None = None):
-    """The configuration notebook ``notebook`` (``"05"``) runs with: its profile plus
-    :data:`NOTEBOOK_OVERRIDES`. ``tinylab course prepare`` uses it too, so what it caches has
-    the keys the notebook looks up."""
-    from tinylab.config import get_config
-
-    cfg = get_config(profile)
-    return cfg.replace(*NOTEBOOK_OVERRIDES.get(notebook[:2], {}).get(cfg.profile, ()))
-
-
 def prepare(profile: str | None = None, *, progress: bool = True) -> dict[str, float]:
     """Fill the cache with everything the notebooks would otherwise compute (room set-up).
 
-    The fine-tuned teacher (notebooks 02-07), the general student and the augmented training
-    set (notebook 05), each under the configuration the notebook uses (:func:`notebook_config`)
-    and therefore under the same cache key. Returns the seconds each step took (0-ish when it
-    was cached already). Notebook 05's five students are trained in the notebook itself.
+    The fine-tuned teacher (notebooks 02-08), the general student and the augmented training
+    set (notebooks 05 and 06), each under the configuration the notebook uses
+    (``get_config(profile, preset="two-stage")`` for those two) and therefore under the same
+    cache key. Returns the seconds each step took (0-ish when it was cached already). Notebook
+    06's five students are trained in the notebook itself.
     """
     from tinylab.augment import augment_dataset
+    from tinylab.config import get_config
     from tinylab.data import load_general_corpus, load_task
     from tinylab.distill import RunOptions, finetune_teacher, general_student
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    cfg = notebook_config("02", profile)
+    cfg = get_config(profile)
     data = load_task(cfg.data)
     run = RunOptions(progress=progress)
     teacher, tokenizer, _ = finetune_teacher(cfg, data, run=run)
     seconds["teacher"] = time.perf_counter() - start
-    cfg05 = notebook_config("05", profile)
+    cfg05 = get_config(profile, preset="two-stage")
     labels = data["train"].features["label"].names
     start = time.perf_counter()
     general_student(cfg05, id2label=labels, corpus=load_general_corpus(cfg05.data), run=run)

@@ -175,6 +175,8 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     from tinylab.run_folder import claim_output_dir
 
     check_student_shape(cfg)
+    if main:
+        claim_output_dir(out, cfg, resume=resume, overwrite=overwrite, check_only=True)
     # The task data next: a missing column, a single class, labels that are neither ids nor
     # names, empty texts or a file that does not parse stop the run here, before the output
     # folder is created and before any model loads.

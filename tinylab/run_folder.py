@@ -108,12 +108,14 @@ def _named(cfg: Config, key: str) -> str:
 
 
 def claim_output_dir(out: str | Path, cfg: Config, *, resume: bool = False,
-                     overwrite: bool = False) -> Path:
+                     overwrite: bool = False, check_only: bool = False) -> Path:
     """Check that ``out`` may receive this run's outputs, then mark it; see the module doc.
 
     Raises ``ValueError`` (one line, naming the folder and the fix) for a folder with someone
     else's files or a resume with changed settings; ``FileExistsError`` if ``out`` is a file.
-    Call it on the main process only, before any data or model loads.
+    Call it on the main process only, before any data or model loads. ``check_only=True``
+    makes every check and writes nothing: the pipeline checks the folder, then the task data,
+    and claims the folder only when both are fine.
     """
     from tinylab.fingerprint import input_fingerprints
 
@@ -151,6 +153,8 @@ def claim_output_dir(out: str | Path, cfg: Config, *, resume: bool = False,
         raise ValueError(f"output folder {out} already holds files tinylab did not write "
                          f"({shown}); choose another --output, or pass --overwrite to let "
                          f"tinylab write its outputs there (its own file names only)")
+    if check_only:
+        return out
     out.mkdir(parents=True, exist_ok=True)
     from tinylab.atomic import atomic_write_text
 

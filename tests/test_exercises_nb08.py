@@ -1,4 +1,4 @@
-"""The exercise of notebook 07 (MiniLM's value-relation loss): the reference agrees with the
+"""The exercise of notebook 08 (MiniLM's value-relation loss): the reference agrees with the
 package and with a loop over rows, the checker names each usual mistake, refuses the library
 function, and accepts an answer built on F.kl_div."""
 from __future__ import annotations
@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from tinylab.exercises import check, names, use
-from tinylab.exercises.nb07 import _cases, value_relation_kl
+from tinylab.exercises.nb08 import _cases, value_relation_kl
 from tinylab.losses import minilm_value_relation_kl
 
 
 def test_notebook_07_registers_its_exercise():
-    assert names("nb07") == ["nb07.value_relation_kl"]
+    assert names("nb08") == ["nb08.value_relation_kl"]
 
 
 def test_reference_agrees_with_the_package_and_a_loop_over_rows():
@@ -69,9 +69,9 @@ def _kl(s_logits, t_logits, mask, *, axis=-1, teacher_target=True, mask_keys=Tru
      "does not depend on the student's values"),
 ])
 def test_the_usual_mistakes_are_named(wrong, message, capsys):
-    assert check("nb07.value_relation_kl", wrong) is False
+    assert check("nb08.value_relation_kl", wrong) is False
     out = capsys.readouterr().out
-    assert "[nb07.value_relation_kl] not yet: lengths [5, 3], 2 heads" in out and message in out, out
+    assert "[nb08.value_relation_kl] not yet: lengths [5, 3], 2 heads" in out and message in out, out
 
 
 def test_an_answer_built_on_kl_div_passes(capsys):
@@ -82,16 +82,16 @@ def test_an_answer_built_on_kl_div_passes(capsys):
         lt = F.log_softmax(_relation(t).masked_fill(~keys, -1e9), -1)
         per_row = F.kl_div(ls, lt, log_target=True, reduction="none").sum(-1)
         return per_row[real[:, None, :].expand_as(per_row)].mean()
-    assert check("nb07.value_relation_kl", with_kl_div) is True
+    assert check("nb08.value_relation_kl", with_kl_div) is True
     assert "correct: your function passes" in capsys.readouterr().out
 
 
 def test_calling_the_package_is_refused_and_use_falls_back_to_the_reference(capsys):
     def shortcut(s, t, m):
         return minilm_value_relation_kl(s, t, m)
-    assert check("nb07.value_relation_kl", shortcut) is False
+    assert check("nb08.value_relation_kl", shortcut) is False
     assert ("refused: your code calls tinylab.losses.minilm_value_relation_kl"
             in capsys.readouterr().out)
-    assert check("nb07.value_relation_kl", minilm_value_relation_kl) is False
-    assert use("nb07.value_relation_kl", shortcut) is value_relation_kl
+    assert check("nb08.value_relation_kl", minilm_value_relation_kl) is False
+    assert use("nb08.value_relation_kl", shortcut) is value_relation_kl
     assert "use the reference solution until yours passes" in capsys.readouterr().out
