@@ -240,3 +240,28 @@ def test_mlm_config_cache_hit_does_not_load_the_mlm(teacher, mlm_dir, isolated_c
         raise AssertionError("masked-LM loaded on a cache hit")
     monkeypatch.setattr(aug, "_load_mlm", no_load)
     assert aug.augment_dataset(task_ds(), tok, model, cfg, seed=0)["text"] == first["text"]
+
+
+def test_text_pairs_are_augmented_one_side_at_a_time(teacher):
+    """Each side of a pair is augmented on its own while the other keeps its original text;
+    the first side draws exactly as a single-text task would."""
+    model, tokenizer = teacher
+    first = ["the film was good and long", "a bad slow day at the sea"]
+    second = ["it was good", "the day was slow"]
+    pairs = datasets.Dataset.from_dict({"text": first, "text_pair": second, "label": [1, 0]})
+    singles = datasets.Dataset.from_dict({"text": first, "label": [1, 0]})
+    cfg = AugmentConfig(n_aug=3, k=4, p_t=0.6)
+    out = aug.augment_dataset(pairs, tokenizer, model, cfg, seed=5, cache=False,
+                              progress=False)
+    alone = aug.augment_dataset(singles, tokenizer, model, cfg, seed=5, cache=False,
+                                progress=False)
+    assert out.column_names[:2] == ["text", "text_pair"]
+    for source, (a, b) in enumerate(zip(first, second)):
+        rows = [r for r in out if r["source_idx"] == source]
+        assert rows[0]["is_original"] and (rows[0]["text"], rows[0]["text_pair"]) == (a, b)
+        new_first = [r["text"] for r in rows[1:] if r["text_pair"] == b and r["text"] != a]
+        new_second = [r["text_pair"] for r in rows[1:] if r["text"] == a and r["text_pair"] != b]
+        assert len(new_first) + len(new_second) == len(rows) - 1     # one side changes per row
+        assert new_first == [r["text"] for r in alone if r["source_idx"] == source
+                             and not r["is_original"]]
+        assert new_second                                              # the second side too

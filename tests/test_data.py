@@ -568,3 +568,46 @@ def test_general_corpus_file_checked_up_front(tmp_path):
             data.load_general_corpus(cfg.data)
     check_sources(get_config("ci", [f"data.general_corpus={tmp_path / 'latin1.txt'}",
                                     "general.enabled=false"]))  # not read: not checked
+
+
+# --------------------------------------------------------------------------------------------
+# Text pairs
+# --------------------------------------------------------------------------------------------
+
+def synthetic_pairs(n: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Premise/hypothesis pairs: 'same' when the hypothesis repeats the premise's topic word."""
+    rng = random.Random(seed)
+    topics = "film music weather food sport travel garden school".split()
+    rows = []
+    for i in range(n):
+        a, b = rng.sample(topics, 2)
+        same = i % 2 == 0
+        rows.append({"premise": f"statement {i} is about {a} and more",
+                     "hypothesis": f"it mentions {a if same else b}",
+                     "relation": "same" if same else "different"})
+    return pd.DataFrame(rows)
+
+
+def test_text_pairs_load_split_by_pair_and_tokenize_in_two_segments(tmp_path, tokenizer):
+    frame = synthetic_pairs(200)
+    frame = pd.concat([frame, frame.head(5).assign(premise=lambda f: f["premise"].str.upper())])
+    frame.to_csv(tmp_path / "pairs.csv", index=False)
+    cfg = cfg_for(str(tmp_path / "pairs.csv"), text_column="premise",
+                  text_pair_column="hypothesis", label_column="relation")
+    dd = data.load_task(cfg)
+    assert dd["train"].column_names == ["text", "text_pair", "label"]
+    assert dd["train"].features["label"].names == ["different", "same"]
+    pair_keys = {s: set(data.row_keys(dd[s].to_pandas())) for s in data.SPLITS}
+    assert sum(len(dd[s]) for s in data.SPLITS) == 205             # near-copies are kept...
+    assert not (pair_keys["train"] & pair_keys["test"] or pair_keys["train"] &  # ...in one split
+                pair_keys["validation"] or pair_keys["validation"] & pair_keys["test"])
+    tokens = data.tokenize(dd["test"], tokenizer, 32)
+    sep = tokenizer.sep_token_id
+    for ids, types, (a, b) in zip(tokens["input_ids"], tokens["token_type_ids"],
+                                  zip(dd["test"]["text"], dd["test"]["text_pair"])):
+        first = ids.index(sep)
+        assert set(types[:first + 1]) == {0} and set(types[first + 1:]) == {1}
+        assert tokenizer.decode(ids[first + 1:-1]) == tokenizer.decode(
+            tokenizer(b, add_special_tokens=False)["input_ids"])
+    with pytest.raises(ValueError, match=r"no text_pair column 'second'.*data.text_pair_column="):
+        data.load_task(dataclasses.replace(cfg, text_pair_column="second"))

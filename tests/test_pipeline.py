@@ -154,3 +154,32 @@ def test_a_rerun_keeps_every_file_a_user_added(tiny_teacher_dir, asset_cache, tm
     run_pipeline(cfg, out, progress=False)
     assert {path: path.read_bytes() for path in user} == user
     assert (out / "student" / "model.safetensors").exists()
+
+
+def test_a_text_pair_task_runs_end_to_end(tiny_teacher_dir, asset_cache, tmp_path):
+    """Premise/hypothesis pairs through every stage: the split keeps pairs, augmentation
+    changes one side at a time, and the exported student reads both texts."""
+    import random
+
+    import pandas as pd
+    from transformers import pipeline
+
+    rng = random.Random(0)
+    topics = "film music weather food sport travel garden school".split()
+    rows = []
+    for i in range(160):
+        a, b = rng.sample(topics, 2)
+        rows.append({"premise": f"statement {i} is about {a} and more", "hypothesis":
+                     f"it mentions {a if i % 2 else b}", "relation": ["differ", "same"][i % 2]})
+    pd.DataFrame(rows).to_csv(tmp_path / "pairs.csv", index=False)
+    cfg = get_config("ci", {**TINY, "teacher.model": str(tiny_teacher_dir),
+                            "data.task": str(tmp_path / "pairs.csv"),
+                            "data.text_column": "premise", "data.text_pair_column": "hypothesis",
+                            "data.label_column": "relation"})
+    report = run_pipeline(cfg, tmp_path / "run", progress=False)
+    assert report["labels"] == ["differ", "same"] and report["out_of_domain"] == {}
+    assert sum(map(sum, report["models"]["student"]["confusion"])) == report["test_examples"]
+    classify = pipeline("text-classification", model=str(tmp_path / "run" / "student"))
+    answer = classify({"text": "statement 1 is about film", "text_pair": "it mentions film"})
+    assert answer["label"] in ("differ", "same")
+    assert (tmp_path / "run" / "student" / "model.onnx").is_file()

@@ -253,7 +253,7 @@ def test_kd_baseline_checks_the_label_order(tiny_teacher_dir):
 TEACHER_DEPENDS = {"teacher.model", "teacher.epochs", "teacher.learning_rate",
                    "teacher.batch_size", "teacher.warmup_ratio", "teacher.weight_decay",
                    "teacher.max_steps", "teacher.eval_every", "teacher.patience",
-                   "data.task", "data.text_column", "data.label_column",
+                   "data.task", "data.text_column", "data.label_column", "data.text_pair_column",
                    "data.max_length", "data.train_size", "data.validation_size",
                    "data.test_size", "data.split_seed", "seed", "group_by_length", "precision"}
 GENERAL_DEPENDS = ({"teacher.model", "teacher.general_model", "data.general_corpus",
@@ -431,3 +431,39 @@ def test_a_pretrained_student_with_missing_backbone_weights_is_refused(tiny_bert
         build_student(teacher, spec)
     spec_ok = dataclasses.replace(spec, init=str(tiny_bert_dir))
     assert build_student(teacher, spec_ok).config.num_hidden_layers == 4   # intact: loads
+
+
+# --------------------------------------------------------------------------------------------
+# A malformed task file: `tinylab distill` exits 2 in one line before any model loads
+# --------------------------------------------------------------------------------------------
+
+MALFORMED = {
+    "missing_column.csv": ("review,label\n" + "a fine film,pos\nan awful film,neg\n" * 10,
+                           "has no text column 'text'"),
+    "one_class.csv": ("text,label\n" + "".join(f"film number {i},pos\n" for i in range(30)),
+                      "every example has the label 'pos'"),
+    "float_labels.csv": ("text,label\n" + "".join(f"film number {i},{i / 7:.3f}\n"
+                                                   for i in range(30)),
+                         "labels must be class ids (0..K-1) or class names"),
+    "empty_text.csv": ("text,label\n" + " ,pos\n \t,neg\n" * 10, "every text in column 'text' is empty"),
+    "unparseable.jsonl": ('{"text": "a fine film", "label": "pos"}\n{"text": "no end\n',
+                          "is not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_distill_refuses_a_malformed_task_file_before_any_model_loads(name, tmp_path, capsys,
+                                                                     monkeypatch):
+    from tinylab import models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the task data was checked")
+
+    monkeypatch.setattr(models, "load_pretrained", refuse)
+    content, message = MALFORMED[name]
+    (tmp_path / name).write_text(content)
+    out = tmp_path / "run"
+    err = _one_line_exit_2(capsys, ["distill", "--profile", "ci", "--set",
+                                    f"data.task={tmp_path / name}", "--output", str(out)])
+    assert str(tmp_path / name) in err and message in err, err
+    assert not out.exists()                       # nothing written for a run that never started

@@ -369,9 +369,12 @@ def augment_dataset(ds: Any, tokenizer: Any, teacher: Any, cfg: AugmentConfig, *
     sources = _select_sources(len(ds), cfg, seed)
     picked = ds.select(sources) if len(sources) < len(ds) else ds
     texts = list(picked["text"])
+    pairs = list(picked["text_pair"]) if "text_pair" in ds.column_names else None
     has_label = "label" in ds.column_names
     labels = list(picked["label"]) if has_label else None
     features = {"text": datasets.Value("string")}
+    if pairs is not None:
+        features["text_pair"] = datasets.Value("string")
     if has_label:
         features["label"] = ds.features["label"]
     features.update(source_idx=datasets.Value("int64"), is_original=datasets.Value("bool"))
@@ -397,7 +400,8 @@ def augment_dataset(ds: Any, tokenizer: Any, teacher: Any, cfg: AugmentConfig, *
         key = config_hash(
             _CACHE_VERSION, _digest(texts), _digest(labels or []), sources,
             _digest(sorted(tokenizer.get_vocab().items())), cfg, seed,
-            _tensor_digest(emb) if emb is not None else None, mlm_id)
+            _tensor_digest(emb) if emb is not None else None, mlm_id,
+            *([_digest(pairs)] if pairs is not None else []))
         path = cache_dir() / "augment" / f"{key}.parquet"
         if path.is_file():  # loaded before any masked-LM download
             return _read_parquet(path, features)
@@ -405,31 +409,52 @@ def augment_dataset(ds: Any, tokenizer: Any, teacher: Any, cfg: AugmentConfig, *
         mlm, mlm_tokenizer = _load_mlm(cfg, mlm, mlm_tokenizer, tokenizer)
 
     rows = _generate(texts, labels, sources, tokenizer, emb, mlm, mlm_tokenizer, cfg, seed,
-                     progress)
+                     progress, pairs)
     out = datasets.Dataset.from_dict(rows, features=features)
     if path is not None:
         _write_parquet(out, path)
     return out
 
 
-def _generate(texts, labels, sources, tokenizer, emb, mlm, mlm_tokenizer, cfg, seed, progress):
-    rows: dict[str, list] = {"text": [], **({"label": []} if labels is not None else {}),
+def _generate(texts, labels, sources, tokenizer, emb, mlm, mlm_tokenizer, cfg, seed, progress,
+              pairs=None):
+    """The rows of the augmented set. With ``pairs`` (a text-pair task) each side is augmented
+    on its own while the other stays as it was, as the authors' script does for MNLI or MRPC:
+    the original pair, then up to ``n_aug`` pairs with a new first text, then up to ``n_aug``
+    with a new second text. (The script writes its second side's rows next to the *last*
+    augmented first text, an artefact of editing the row in place; here the other side is
+    always the original.)"""
+    rows: dict[str, list] = {"text": [], **({"text_pair": []} if pairs is not None else {}),
+                             **({"label": []} if labels is not None else {}),
                              "source_idx": [], "is_original": []}
-    split = [split_words(t) for t in texts]
-    per_sentence: list[dict[int, list[str]]] = [{} for _ in texts]
+    sides = [texts] if pairs is None else [texts, pairs]
+    split = [split_words(t) for side in sides for t in side]
+    per_sentence: list[dict[int, list[str]]] = [{} for _ in split]
     if cfg.enabled and cfg.n_aug > 0:
         per_sentence = _candidates(split, tokenizer, emb, mlm, mlm_tokenizer, cfg, progress)
-    for n, (text, words) in enumerate(tqdm(list(zip(texts, split)), desc="augmenting",
-                                            disable=not progress)):
-        rng = np.random.default_rng([seed, sources[n]])  # per source: independent of the subset
-        generated = (augment_sentence(text, per_sentence[n], cfg, rng, words)
-                     if cfg.enabled else [])
-        for i, sentence in enumerate([text] + generated):
-            rows["text"].append(sentence)
-            rows["source_idx"].append(sources[n])
-            rows["is_original"].append(i == 0)
-            if labels is not None:
-                rows["label"].append(labels[n])
+
+    def add(n: int, text: str, pair: str | None, original: bool) -> None:
+        rows["text"].append(text)
+        if pairs is not None:
+            rows["text_pair"].append(pair)
+        rows["source_idx"].append(sources[n])
+        rows["is_original"].append(original)
+        if labels is not None:
+            rows["label"].append(labels[n])
+
+    for n in tqdm(range(len(texts)), desc="augmenting", disable=not progress):
+        add(n, texts[n], pairs[n] if pairs is not None else None, True)
+        for side, side_texts in enumerate(sides):
+            # per source (and side): independent of the subset; side 0 draws as a single text
+            rng = np.random.default_rng([seed, sources[n]] + ([side] if side else []))
+            i = side * len(texts) + n
+            generated = (augment_sentence(side_texts[n], per_sentence[i], cfg, rng, split[i])
+                         if cfg.enabled else [])
+            for sentence in generated:
+                if side == 0:
+                    add(n, sentence, pairs[n] if pairs is not None else None, False)
+                else:
+                    add(n, texts[n], sentence, False)
     return rows
 
 
@@ -482,13 +507,22 @@ def _sample_sources(aug_ds: Any, max_sources: int | None, seed: int) -> list[int
     return ids
 
 
+def _shown_texts(ds) -> list[str]:
+    """The texts of ``ds`` as a person reads them: ``text``, or ``text || text_pair``."""
+    if "text_pair" not in ds.column_names:
+        return list(ds["text"])
+    return [f"{a} || {b}" for a, b in zip(ds["text"], ds["text_pair"])]
+
+
 def _teacher_view(aug_ds, teacher, tokenizer, source_ids, batch_size):
     from tinylab.evaluate import predict_logits
 
     wanted = set(source_ids)
     idx = [i for i, s in enumerate(aug_ds["source_idx"]) if s in wanted]
     sub = aug_ds.select(idx)
-    pred = predict_logits(teacher, list(sub["text"]), tokenizer,
+    inputs = (sub.select_columns(["text", "text_pair"]) if "text_pair" in sub.column_names
+              else list(sub["text"]))
+    pred = predict_logits(teacher, inputs, tokenizer,
                           batch_size=batch_size)[0].argmax(-1).tolist()
     originals = {s: p for s, p, o in zip(sub["source_idx"], pred, sub["is_original"]) if o}
     missing = wanted - set(originals)
@@ -534,12 +568,13 @@ def inspect_augmentations(aug_ds: Any, teacher: Any, tokenizer: Any, *, n: int =
     names = getattr(teacher.config, "id2label", None) or {}
     label_name = (lambda i: names.get(i, names.get(str(i), i)))
     gold_feature = aug_ds.features.get("label")
-    orig_text = {s: t for s, t, o in zip(sub["source_idx"], sub["text"], sub["is_original"])
+    shown_texts = _shown_texts(sub)
+    orig_text = {s: t for s, t, o in zip(sub["source_idx"], shown_texts, sub["is_original"])
                  if o}
     gold = ({s: g for s, g, o in zip(sub["source_idx"], sub["label"], sub["is_original"]) if o}
             if "label" in sub.column_names else {})
     records, count = [], {}
-    for s, text, p, o in zip(sub["source_idx"], sub["text"], pred, sub["is_original"]):
+    for s, text, p, o in zip(sub["source_idx"], shown_texts, pred, sub["is_original"]):
         if o or count.get(s, 0) >= per_source:
             continue
         count[s] = count.get(s, 0) + 1

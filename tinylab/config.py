@@ -56,6 +56,8 @@ class DataConfig:
     ``*_size``: subsample a split (stratified, deterministic) to at most this many examples;
     ``None`` keeps everything. ``split_seed`` fixes the train/validation/test split and never
     changes with the training seed, so every run is scored on the same test set.
+    ``text_pair_column``: for a task on text pairs (entailment, paraphrase: MNLI, QQP, MRPC),
+    the column of the second text; the model reads ``[CLS] text [SEP] text_pair [SEP]``.
     ``general_exclude``: offline general-corpus sources to leave out, comma-separated (e.g.
     ``"debates"`` when the task itself is made of the 2016 debates, so general distillation
     never reads a test text); see :func:`tinylab.data.load_general_corpus`.
@@ -64,6 +66,7 @@ class DataConfig:
     task: str = "rotten_tomatoes_offline"
     text_column: str = "text"
     label_column: str = "label"
+    text_pair_column: str | None = None
     max_length: int = 64
     train_size: int | None = None
     validation_size: int | None = None
@@ -231,6 +234,9 @@ class Config:
     cache_teacher_outputs: bool = True
     group_by_length: bool = True
     eval_batch_size: int = 64
+    # Timed passes per batch size when the finished run's teacher and student are timed
+    # (torch.utils.benchmark.Timer; each timed pass follows untimed warm-up passes).
+    latency_repeats: int = 10
     # Where and in which precision to train (tinylab.device): "auto" = CUDA, else MPS, else CPU.
     device: str = "auto"
     # "fp32", "bf16" / "fp16" (autocast through Accelerate; weights stay fp32), or "auto".
@@ -263,6 +269,7 @@ def _ci() -> Config:
         task_prediction=StageConfig(epochs=1.0, learning_rate=3e-4, batch_size=32),
         augment=AugmentConfig(n_aug=1, k=8, max_examples=128),
         eval_batch_size=64,
+        latency_repeats=3,
     )
 
 
@@ -441,6 +448,7 @@ def _check_ranges(cfg: Config) -> None:
         need(f"data.{key}", getattr(d, key) is None or getattr(d, key) >= 1,
              "must be None (everything) or >= 1")
     need("eval_batch_size", cfg.eval_batch_size >= 1, "must be >= 1")
+    need("latency_repeats", cfg.latency_repeats >= 1, "must be >= 1")
     # NumPy's and PyTorch's generators take seeds in [0, 2**32).
     need("seed", 0 <= cfg.seed < 2 ** 32, "must lie in [0, 2**32)")
     need("data.split_seed", 0 <= d.split_seed < 2 ** 32, "must lie in [0, 2**32)")

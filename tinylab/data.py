@@ -56,7 +56,7 @@ __all__ = [
     "OFFLINE_TASK", "SPLITS", "load_task", "load_general_corpus", "tokenize", "make_dataloader",
     "padding_efficiency", "set_epoch", "LengthGroupedEpochSampler", "split_sentences",
     "normalize_text", "stratified_group_split", "stratified_subsample", "OOD_SETS", "load_ood",
-    "GENERAL_SOURCES", "general_exclusions", "check_general_corpus_file",
+    "GENERAL_SOURCES", "general_exclusions", "check_general_corpus_file", "row_keys",
 ]
 
 OFFLINE_TASK = "rotten_tomatoes_offline"
@@ -87,6 +87,15 @@ def normalize_text(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", text).split())
 
 
+def row_keys(frame: pd.DataFrame) -> pd.Series:
+    """The grouping key of each row: :func:`normalize_text` of ``text``, or of both texts of a
+    pair (``text`` and ``text_pair``), so a pair and its near-copy share a key."""
+    keys = frame["text"].map(normalize_text)
+    if "text_pair" in frame.columns:
+        keys = keys + " || " + frame["text_pair"].astype(str).map(normalize_text)
+    return keys
+
+
 def _rank(keys: Sequence[str], seed: int, salt: str = "") -> np.ndarray:
     """A seeded pseudo-random order of ``keys`` that depends only on the keys themselves.
 
@@ -109,7 +118,7 @@ def stratified_group_split(frame: pd.DataFrame, seed: int,
     """
     if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-9:
         raise ValueError(f"fractions must be three numbers summing to 1, got {fractions}")
-    frame = frame.assign(_key=frame["text"].map(normalize_text))
+    frame = frame.assign(_key=row_keys(frame))
     cuts = np.cumsum(fractions)[:2]
     assignment = pd.Series("", index=frame.index)
     for _, part in frame.groupby("label", sort=True):
@@ -120,7 +129,9 @@ def stratified_group_split(frame: pd.DataFrame, seed: int,
                                                              "test"))
         mapping = dict(zip(groups.index, names))
         assignment[part.index] = part["_key"].map(mapping)
-    order = _rank(list(frame["_key"] + "\0" + frame["text"]), seed, "order")
+    raw = frame["text"] + ("\0" + frame["text_pair"].astype(str)
+                           if "text_pair" in frame.columns else "")
+    order = _rank(list(frame["_key"] + "\0" + raw), seed, "order")
     frame = frame.iloc[order]
     assignment = assignment.iloc[order]
     return {name: frame[assignment == name].drop(columns="_key").reset_index(drop=True)
@@ -141,7 +152,8 @@ def stratified_subsample(frame: pd.DataFrame, size: int | None, seed: int,
     remainder = (exact - quota).sort_values(ascending=False, kind="stable")
     for label in remainder.index[: size - int(quota.sum())]:
         quota[label] += 1
-    keys = list(frame["text"])
+    keys = list(frame["text"] + ("\0" + frame["text_pair"].astype(str)
+                                 if "text_pair" in frame.columns else ""))
     keep = np.zeros(len(frame), dtype=bool)
     taken = {label: 0 for label in counts.index}
     labels = frame["label"].to_numpy()
@@ -163,7 +175,10 @@ def _pick_columns(frame: pd.DataFrame, cfg: DataConfig, source: str,
     text_col = cfg.text_column
     if text_col not in columns and text_col == "text":
         text_col = next((c for c in _TEXT_ALIASES if c in columns), text_col)
-    wanted = {"text": text_col, **({"label": cfg.label_column} if need_label else {})}
+    wanted = {"text": text_col,
+              **({"text_pair": cfg.text_pair_column} if cfg.text_pair_column and need_label
+                 else {}),
+              **({"label": cfg.label_column} if need_label else {})}
     for role, col in wanted.items():
         if col not in columns:
             example = columns[0] if columns else "<column>"
@@ -171,7 +186,7 @@ def _pick_columns(frame: pd.DataFrame, cfg: DataConfig, source: str,
                 f"{source} has no {role} column {col!r}; its columns are: "
                 f"{', '.join(columns) or '(none)'}. Map yours with data.{role}_column=<column> "
                 f"(e.g. --set data.{role}_column={example})")
-    out = frame[[text_col] + ([cfg.label_column] if need_label else [])]
+    out = frame[list(wanted.values())]
     return out.set_axis(list(wanted), axis=1)
 
 
@@ -239,6 +254,10 @@ def _clean(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     """Drop missing/blank texts and exact duplicates; reject texts carrying conflicting labels
     and texts longer than :data:`MAX_TEXT_CHARS` (naming the row)."""
     frame = frame[frame["text"].notna()].copy()
+    if "text_pair" in frame.columns:
+        frame = frame[frame["text_pair"].notna()]
+        frame["text_pair"] = frame["text_pair"].astype(str).str.strip()
+        frame = frame[frame["text_pair"] != ""]
     lengths = frame["text"].astype(str).str.len()
     if (lengths > MAX_TEXT_CHARS).any():
         row = lengths[lengths > MAX_TEXT_CHARS].index[0]
@@ -248,8 +267,8 @@ def _clean(frame: pd.DataFrame, source: str) -> pd.DataFrame:
                          f"joined many rows into one)")
     frame["text"] = frame["text"].astype(str).str.strip()
     frame = frame[frame["text"] != ""]
-    frame = frame.drop_duplicates(["text", "label"])
-    keys = frame["text"].map(normalize_text)
+    frame = frame.drop_duplicates([c for c in ("text", "text_pair", "label") if c in frame])
+    keys = row_keys(frame)
     conflicts = frame.groupby(keys)["label"].nunique()
     conflicting = set(conflicts[conflicts > 1].index)
     if conflicting:
@@ -265,7 +284,10 @@ def _to_dataset_dict(splits: dict[str, pd.DataFrame], names: list[str], cfg: Dat
 
     splits = _drop_cross_split_duplicates(splits)
     sizes = {"train": cfg.train_size, "validation": cfg.validation_size, "test": cfg.test_size}
-    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
+    pair = "text_pair" in next(iter(splits.values())).columns
+    columns = ["text", *(["text_pair"] if pair else []), "label"]
+    features = Features({**{c: Value("string") for c in columns[:-1]},
+                         "label": ClassLabel(names=names)})
     out = {}
     for name in SPLITS:
         frame = stratified_subsample(splits[name], sizes[name], cfg.split_seed, salt=name)
@@ -275,7 +297,7 @@ def _to_dataset_dict(splits: dict[str, pd.DataFrame], names: list[str], cfg: Dat
                              f"least a few examples per label for an 80/10/10 split")
         if name == "train":
             _check_class_counts(frame, names, source, cfg.train_size)
-        out[name] = Dataset.from_pandas(frame[["text", "label"]], features=features,
+        out[name] = Dataset.from_pandas(frame[columns], features=features,
                                         preserve_index=False)
     return DatasetDict(out)
 
@@ -304,7 +326,7 @@ def _drop_cross_split_duplicates(splits: dict[str, pd.DataFrame]) -> dict[str, p
     later: set[str] = set()
     out = {}
     for name in reversed(SPLITS):
-        keys = splits[name]["text"].map(normalize_text)
+        keys = row_keys(splits[name])
         out[name] = splits[name][~keys.isin(later)].reset_index(drop=True)
         later |= set(keys)
     return out
@@ -377,12 +399,15 @@ def _read_local_unchecked(path: Path) -> pd.DataFrame:
 
 
 def _check_has_text(frame: pd.DataFrame, cfg: DataConfig, source: str) -> None:
-    """Refuse a text column in which every cell is missing or blank."""
-    filled = frame["text"].notna() & (frame["text"].astype(str).str.strip() != "")
-    if not filled.any():
-        raise ValueError(f"{source}: every text in column {cfg.text_column!r} is empty "
-                         f"({len(frame)} rows); point data.text_column at the column that "
-                         f"holds the texts")
+    """Refuse a text column (or text-pair column) in which every cell is missing or blank."""
+    for role, column in (("text", cfg.text_column), ("text_pair", cfg.text_pair_column)):
+        if role not in frame.columns:
+            continue
+        filled = frame[role].notna() & (frame[role].astype(str).str.strip() != "")
+        if not filled.any():
+            raise ValueError(f"{source}: every text in column {column!r} is empty "
+                             f"({len(frame)} rows); point data.{role}_column at the column "
+                             f"that holds the texts")
 
 
 def _load_local_task(path: Path, cfg: DataConfig):
@@ -811,8 +836,10 @@ def load_general_corpus(cfg: DataConfig, *, min_words: int = 5):
 def tokenize(ds, tokenizer, max_length: int, *, remove_text: bool = False):
     """Add ``input_ids``, ``attention_mask`` (and ``token_type_ids`` for BERT), truncated to
     ``max_length`` tokens including ``[CLS]``/``[SEP]`` and *not* padded (the collator pads
-    each batch). Works on a ``Dataset`` or a ``DatasetDict``; keeps ``label`` and every other
-    column, and drops ``text`` only when ``remove_text``."""
+    each batch). A ``text_pair`` column makes each example ``[CLS] text [SEP] text_pair [SEP]``
+    with ``token_type_ids`` 0 then 1 (BERT's segments). Works on a ``Dataset`` or a
+    ``DatasetDict``; keeps ``label`` and every other column, and drops the texts only when
+    ``remove_text``."""
     if max_length < 2:
         raise ValueError(f"max_length must leave room for [CLS] and [SEP], got {max_length}")
     columns = ds.column_names
@@ -820,11 +847,16 @@ def tokenize(ds, tokenizer, max_length: int, *, remove_text: bool = False):
     if "text" not in columns:
         raise ValueError(f"tokenize needs a 'text' column; found {columns}")
 
+    pair = "text_pair" in columns
+
     def encode(batch):
+        if pair:  # [CLS] text [SEP] text_pair [SEP]; the longer text is truncated first
+            return tokenizer(batch["text"], batch["text_pair"], truncation=True,
+                             max_length=max_length)
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
 
-    return ds.map(encode, batched=True, remove_columns=["text"] if remove_text else None,
-                  desc="tokenize")
+    drop = (["text", "text_pair"] if pair else ["text"]) if remove_text else None
+    return ds.map(encode, batched=True, remove_columns=drop, desc="tokenize")
 
 
 class LengthGroupedEpochSampler:

@@ -132,6 +132,10 @@ def _predict_texts(model, texts, tokenizer, batch_size, max_length) -> torch.Ten
 
 
 def _predict_dataset(model, ds, tokenizer, batch_size, max_length):
+    if "input_ids" not in ds.column_names and "text_pair" in ds.column_names:
+        from tinylab.data import tokenize  # a pair task: both texts, in BERT's two segments
+
+        ds = tokenize(ds, tokenizer, max_length or default_max_length(model, tokenizer))
     label_col = _label_column(ds)
     labels = torch.as_tensor(np.asarray(ds[label_col]), dtype=torch.long) if label_col else None
     if "input_ids" in ds.column_names:

@@ -275,7 +275,8 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
     test_tokens = tokenize(test, tokenizer, cfg.data.max_length)
     table = compare_models(models, tokenizer, test_tokens, list(test["text"]),
                            reference="teacher", batch_sizes=LATENCY_BATCH_SIZES,
-                           batch_size=cfg.eval_batch_size, max_length=cfg.data.max_length)
+                           batch_size=cfg.eval_batch_size, max_length=cfg.data.max_length,
+                           repeats=cfg.latency_repeats)
     rows = {name: {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
             for name, row in table.to_dict(orient="index").items()}
     for name, model in models.items():

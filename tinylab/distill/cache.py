@@ -47,6 +47,9 @@ def teacher_cache_key(cfg: Config) -> str:
     # v2: batches inside a length-grouped mega-batch come in random order (data.py), so a
     # model trained by v1 code saw another order: not the same model.
     return config_hash("teacher-v2", teacher, data, cfg.seed, cfg.group_by_length,
+                       # added later: only when set, so earlier keys stay valid
+                       *([{"text_pair_column": d.text_pair_column}] if d.text_pair_column
+                         else []),
                        *_precision_part(cfg), *_files_part(cfg, ("data.task", "teacher.model")))
 
 
