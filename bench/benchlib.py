@@ -56,6 +56,8 @@ BUDGETS: dict[str, tuple[str, str | None, str]] = {
               "stage (preset 'bench' in tinylab.config.PRESETS)"),
     "quick": ("quick", None, "the quick profile unchanged (the course's budget; several hours "
                              "for the full ablation grid on a 2-core CPU)"),
+    "notebook": ("quick", "two-stage", "the setting notebooks 05 and 06 train with: the quick "
+                                       "profile with the step caps of preset 'two-stage'"),
 }
 
 
