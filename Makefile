@@ -16,6 +16,9 @@ PROFILE ?= quick
 MATHJAX_VERSION ?= 3.2.2
 SITE_NOTEBOOKS ?=
 TAG ?=
+CHECK ?=
+SUMMARIES ?=
+LABEL ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tinylab-installed
 MATHJAX := $(VENV)/share/mathjax/tex-svg.js
@@ -38,7 +41,7 @@ APT_GET = if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get $(
 
 .DEFAULT_GOAL := help
 .PHONY: help setup assets course test test-latest lab distill bench gpu-check clean site \
-	site-deps browser lock release-check
+	site-deps browser lock release-check sync times faults
 
 help: ## list the targets
 	@echo "tinylab: make TARGET [PROFILE=ci|quick|full] [TORCH_BUILD=cpu|cuda|default]"
@@ -71,8 +74,8 @@ test: assets site-deps ## the tests, every notebook under the ci profile, and th
 	$(BIN)/python scripts/lock.py --check
 	TINYLAB_PROFILE=ci TQDM_DISABLE=1 TINYLAB_NOTEBOOK_OUTPUT=$(CI_NOTEBOOKS) \
 		$(BIN)/python -m pytest --durations=25 tests
-	$(BIN)/python scripts/site.py build --profile ci --notebooks $(CI_NOTEBOOKS) --output runs/site-ci
-	$(BIN)/python scripts/site.py check --output runs/site-ci
+	$(BIN)/python tools/site.py build --profile ci --notebooks $(CI_NOTEBOOKS) --output runs/site-ci
+	$(BIN)/python tools/site.py check --output runs/site-ci
 
 # Drift watch, not a gate: the newest versions pyproject.toml allows, in their own venv (torch
 # stays the build install_torch.py chose: an eager upgrade would swap the CPU build for CUDA's).
@@ -94,6 +97,20 @@ lock: ## requirements/lock.txt and environment.yml from pyproject.toml (UPGRADE=
 	$(BIN)/python -m pip install --quiet pip-tools
 	$(BIN)/python scripts/lock.py $(if $(UPGRADE),--upgrade) \
 		$(if $(TORCH_INDEX),--torch-index $(TORCH_INDEX))
+
+# The generated parts of the repository (tools/): each notebook's Colab badge, install cell and
+# run-time line, and the agendas of docs/instructor.md. CHECK=1 only reports (exit 1 if stale).
+sync: setup ## notebook badges, install cells, run-time lines and agendas (CHECK=1: only check)
+	$(BIN)/python tools/notebook_cells.py $(if $(CHECK),--check)
+	$(BIN)/python tools/agenda.py $(if $(CHECK),--check)
+
+times: setup ## docs/notebook-times.* from SUMMARIES="runs/X/summary.json ..." (LABEL=...), then sync
+	@test -n "$(SUMMARIES)" || { echo "make times: name the summary.json files of \
+	\`tinylab course run --alone\`: make times SUMMARIES=\"runs/X/summary.json ...\""; exit 2; }
+	$(BIN)/python tools/times.py $(if $(LABEL),--label "$(LABEL)") $(SUMMARIES)
+
+faults: assets ## the fault-and-bad-input table, docs/faults.md (about a quarter of an hour)
+	$(BIN)/python tools/faults.py
 
 release-check: setup ## tag, version and notebook refs agree; the wheel installs and imports
 	$(BIN)/python scripts/release_check.py $(if $(TAG),--tag $(TAG)) \
@@ -119,9 +136,9 @@ browser:
 site-deps: $(MATHJAX) browser
 
 site: assets site-deps ## the course as a static site in runs/site/html, checked in Chromium
-	$(BIN)/python scripts/site.py build --profile $(PROFILE) \
+	$(BIN)/python tools/site.py build --profile $(PROFILE) \
 		$(if $(SITE_NOTEBOOKS),--notebooks $(SITE_NOTEBOOKS)) --output runs/site
-	$(BIN)/python scripts/site.py check --output runs/site
+	$(BIN)/python tools/site.py check --output runs/site
 
 lab: assets ## JupyterLab on notebooks/
 	$(BIN)/tinylab course lab

@@ -8,7 +8,7 @@ Checks, in order, and stops at the first failure with one line and exit 2:
 1. the tag is ``v<version>`` of ``tinylab.__version__`` (the one version source), and that
    version is a release, not a development version (``0.2.0.dev0``);
 2. every notebook's Colab badge and install cell, and README's badges, point at that tag
-   (``tinylab course sync`` writes them from the version);
+   (``make sync`` writes them from the version);
 3. CHANGELOG.md has a section for the version, and CITATION.cff carries it;
 4. the sdist and the wheel build, and the wheel holds the package and the licence, not the
    tests or the notebooks;
@@ -17,7 +17,7 @@ Checks, in order, and stops at the first failure with one line and exit 2:
    ``tinylab assets list`` runs.
 
 Release steps: set the version in ``tinylab/__init__.py``, add its CHANGELOG section and
-CITATION.cff version, ``tinylab course sync``, commit, ``git tag v<version>``, then this.
+CITATION.cff version, ``make sync``, commit, ``git tag v<version>``, then this.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
 
 class ReleaseError(Exception):
@@ -56,14 +57,16 @@ def check_version(tag: str, version: str) -> None:
 
 
 def check_refs(tag: str) -> None:
-    from tinylab import colab
+    from notebook_cells import sync_notebooks
 
-    if colab.release_ref() != tag:
-        raise ReleaseError(f"the notebooks would point at {colab.release_ref()}, not {tag}")
-    stale = colab.sync_notebooks(ROOT / "notebooks", check=True, root=ROOT)
+    from tinylab.course import release_ref
+
+    if release_ref() != tag:
+        raise ReleaseError(f"the notebooks would point at {release_ref()}, not {tag}")
+    stale = sync_notebooks(ROOT / "notebooks", check=True, root=ROOT)
     if stale:
         raise ReleaseError(f"notebooks {', '.join(stale)} do not point at {tag}: run "
-                           f"`tinylab course sync` and commit")
+                           f"`make sync` and commit")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     refs = set(re.findall(r"colab\.research\.google\.com/github/[^)]+?/blob/([^/]+)/", readme))
     if refs - {tag}:
@@ -99,7 +102,10 @@ def build(out: Path, version: str) -> Path:
         problems.append("the LICENSE file is missing")
     if "tinylab/__init__.py" not in names:
         problems.append("the tinylab package is missing")
-    stray = sorted({n.split("/")[0] for n in names} & {"tests", "notebooks", "bench", "scripts"})
+    if "tinylab/course/__init__.py" not in names:
+        problems.append("the tinylab.course subpackage is missing")
+    stray = sorted({n.split("/")[0] for n in names}
+                   & {"tests", "notebooks", "bench", "scripts", "tools"})
     if stray:
         problems.append(f"it carries {stray}")
     if problems:

@@ -1,4 +1,4 @@
-"""Sphinx configuration of the course site (built by ``scripts/site.py``; see docs/design.md).
+"""Sphinx configuration of the course site (built by ``tools/site.py``; see docs/design.md).
 
 The site is the Jupyter Book 1 stack used directly: Sphinx, MyST-NB for the executed
 notebooks, the book theme, autodoc for the API reference. Everything it loads in a browser

@@ -7,8 +7,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tinylab.answer_key import EXERCISE_CALL, PREDICTION_STUB, prediction_cell, write_solutions
-from tinylab.course import NOTEBOOK_DIR, list_notebooks
+from tinylab.course import list_notebooks
+from tinylab.course.answer_key import (EXERCISE_CALL, PREDICTION_STUB, prediction_cell,
+                                       write_solutions)
 from tinylab.exercises import names
 
 NOTEBOOKS = list_notebooks()
@@ -59,7 +60,7 @@ def test_answer_key_never_replaces_existing_files(tmp_path):
 def test_answer_key_checks_join_the_notebook_hidden_and_in_place():
     """CI runs the answer key inside each notebook's one execution (tests/test_notebooks.py):
     every exercise gets a hidden cell, predictions right after their check, functions last."""
-    from tinylab.answer_key import ANSWER_KEY_TAGS, with_answer_key_checks
+    from tinylab.course.answer_key import ANSWER_KEY_TAGS, with_answer_key_checks
 
     for path in WITH_EXERCISES:
         nb = nbformat.read(path, as_version=4)

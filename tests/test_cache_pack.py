@@ -10,7 +10,7 @@ import pytest
 from tinylab.config import PRESETS
 
 from tinylab import cli
-from tinylab.cache_pack import PACK_MANIFEST, PackError, pack_cache, unpack_cache
+from tinylab.course.cache_pack import PACK_MANIFEST, PackError, pack_cache, unpack_cache
 
 
 def _fake_cache(root: Path) -> Path:
@@ -126,7 +126,7 @@ def test_prepare_uses_the_notebooks_cache_keys():
         # both notebooks start from the configuration `course prepare` caches under
         assert 'get_config(PROFILE, preset=\\"two-stage\\")' in (
             notebooks / f"{name}.ipynb").read_text(), name
-    course = (Path(__file__).resolve().parents[1] / "tinylab" / "course.py").read_text()
+    course = (Path(__file__).resolve().parents[1] / "tinylab" / "course" / "runner.py").read_text()
     assert 'get_config(profile, preset="two-stage")' in course
 
 
@@ -164,7 +164,7 @@ def _hostile_pack(path: Path, entries, members, files=None) -> Path:
     import hashlib
     import io
 
-    from tinylab.cache_pack import _version
+    from tinylab.course.cache_pack import _version
 
     if files is None:
         files = {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
@@ -258,7 +258,7 @@ def test_a_killed_unpack_leaves_a_folder_the_next_one_removes(tmp_path):
     import subprocess
     import sys
 
-    from tinylab.cache_pack import STAGING_MARKER, remove_stale_staging
+    from tinylab.course.cache_pack import STAGING_MARKER, remove_stale_staging
 
     cache = tmp_path / "cache"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

@@ -17,30 +17,35 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tinylab import colab
-from tinylab.course import list_notebooks
+from tinylab.course import list_notebooks, notebook_output_dir, package_version, release_ref
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import notebook_cells  # noqa: E402
+import repository  # noqa: E402
+import times  # noqa: E402
+
 NOTEBOOKS = list_notebooks(ROOT / "notebooks")
 
 
 def test_repository_url_is_defined_once_in_pyproject():
-    url = colab.repository_url(ROOT)
+    url = repository.repository_url(ROOT)
     assert url.startswith("https://github.com/")
     # The URL is typed nowhere else: notebooks and README carry generated copies only.
-    for path in [*ROOT.glob("tinylab/**/*.py"), *ROOT.glob("tests/*.py"), ROOT / "Makefile"]:
+    for path in [*ROOT.glob("tinylab/**/*.py"), *ROOT.glob("tools/*.py"),
+                 *ROOT.glob("tests/*.py"), ROOT / "Makefile"]:
         assert url not in path.read_text(encoding="utf-8"), f"{path} hard-codes {url}"
 
 
 def test_notebooks_are_in_sync_with_the_generated_cells():
-    stale = colab.sync_notebooks(ROOT / "notebooks", check=True, root=ROOT)
-    assert not stale, f"run `tinylab course sync`: {stale} differ from the generated cells"
+    stale = notebook_cells.sync_notebooks(ROOT / "notebooks", check=True, root=ROOT)
+    assert not stale, f"run `make sync`: {stale} differ from the generated cells"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_badge_and_install_cell_use_the_one_url(path):
     nb = nbformat.read(path, as_version=4)
-    url, ref = colab.repository_url(ROOT), colab.release_ref()
+    url, ref = repository.repository_url(ROOT), release_ref()
     slug = url.removeprefix("https://github.com/")
     badge = re.search(r"\(https://colab\.research\.google\.com/github/(.+?)/blob/(.+?)/"
                       r"notebooks/(.+?)\.ipynb\)", nb.cells[0].source)
@@ -54,14 +59,14 @@ def test_badge_and_install_cell_use_the_one_url(path):
 
 
 def test_release_ref_is_the_tag_of_a_release_and_main_before_one():
-    assert colab.release_ref("0.2.0") == "v0.2.0"
-    assert colab.release_ref("0.2.0.dev0") == "main"
+    assert release_ref("0.2.0") == "v0.2.0"
+    assert release_ref("0.2.0.dev0") == "main"
 
 
 def test_install_cell_pins_the_locked_hugging_face_libraries():
     lock = (ROOT / "requirements" / "lock.txt").read_text(encoding="utf-8")
     install = nbformat.read(NOTEBOOKS[0], as_version=4).cells[1].source
-    for pin in colab.colab_pins(ROOT):
+    for pin in notebook_cells.colab_pins(ROOT):
         assert f'"{pin}"' in install and f"\n{pin}\n" in f"\n{lock}"
 
 
@@ -69,12 +74,12 @@ def test_notebook_output_dir_stays_under_content_on_colab(monkeypatch):
     import types
 
     monkeypatch.delenv("TINYLAB_OUTPUT", raising=False)
-    assert colab.notebook_output_dir(None) == Path("../runs/course")
-    assert colab.notebook_output_dir("/x/y") == Path("/x/y")
+    assert notebook_output_dir(None) == Path("../runs/course")
+    assert notebook_output_dir("/x/y") == Path("/x/y")
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    assert colab.notebook_output_dir(None) == Path("/content/runs/course")
+    assert notebook_output_dir(None) == Path("/content/runs/course")
     monkeypatch.setenv("TINYLAB_OUTPUT", "/content/drive/MyDrive/runs")
-    assert colab.notebook_output_dir(None) == Path("/content/drive/MyDrive/runs")
+    assert notebook_output_dir(None) == Path("/content/drive/MyDrive/runs")
 
 
 @pytest.mark.slow
@@ -86,7 +91,7 @@ def test_a_failed_colab_install_stops_the_notebook_in_one_line(tmp_path):
     from nbclient.exceptions import CellExecutionError
 
     missing = tmp_path / "no-such-repository"
-    cell = colab.install_cell_source(ROOT, url=f"file://{missing}", ref="v9.9.9")
+    cell = notebook_cells.install_cell_source(ROOT, url=f"file://{missing}", ref="v9.9.9")
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("import sys, types\n"
                                   "sys.modules['google.colab'] = types.ModuleType('google.colab')"),
@@ -106,15 +111,15 @@ def test_a_failed_colab_install_stops_the_notebook_in_one_line(tmp_path):
 def test_readme_colab_badges_are_the_generated_ones():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for path in NOTEBOOKS:
-        assert colab.badge_markdown(path.stem, ROOT) in readme, (
+        assert notebook_cells.badge_markdown(path.stem, ROOT) in readme, (
             f"README's Colab table lacks the badge of {path.stem}")
 
 
 def test_time_lines_come_from_the_generated_table(tmp_path):
-    times = colab.load_times(ROOT / "docs" / "notebook-times.json")
+    table = repository.load_times(ROOT / "docs" / "notebook-times.json")
     for path in NOTEBOOKS:
         first = nbformat.read(path, as_version=4).cells[0].source
-        assert colab.run_time_line(path.stem, times) in first
+        assert notebook_cells.run_time_line(path.stem, table) in first
 
 
 def test_write_times_takes_only_alone_runs(tmp_path):
@@ -128,12 +133,12 @@ def test_write_times_takes_only_alone_runs(tmp_path):
     good, bad = tmp_path / "good.json", tmp_path / "bad.json"
     good.write_text(json.dumps(summary))
     bad.write_text(json.dumps({**summary, "alone": False}))
-    table = colab.write_times([good], tmp_path / "t.json", tmp_path / "t.md")
+    table = times.write_times([good], tmp_path / "t.json", tmp_path / "t.md")
     assert table["notebooks"] == {"01_tokenization": {"ci": 1.5}}
     assert "| 01_tokenization | 1.5 |" in (tmp_path / "t.md").read_text()
-    assert "`ci` 2 s" in colab.run_time_line("01_tokenization", table)
+    assert "`ci` 2 s" in notebook_cells.run_time_line("01_tokenization", table)
     with pytest.raises(ValueError, match="--alone"):
-        colab.write_times([bad], tmp_path / "t.json", tmp_path / "t.md")
+        times.write_times([bad], tmp_path / "t.json", tmp_path / "t.md")
 
 
 def _install_requirements(cell: str) -> list[str]:
@@ -151,7 +156,7 @@ def test_install_cell_installs_into_a_fresh_environment_with_torch(tmp_path):
 
     requirement, *pins = _install_requirements(
         nbformat.read(NOTEBOOKS[0], as_version=4).cells[1].source)
-    url, ref = colab.repository_url(ROOT), colab.release_ref()
+    url, ref = repository.repository_url(ROOT), release_ref()
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", "--no-local", str(ROOT), str(clone)], check=True)
     # The clone holds the committed tree; the ref the cell names must exist in it.
@@ -184,7 +189,7 @@ def test_install_cell_installs_into_a_fresh_environment_with_torch(tmp_path):
     torch_after, tinylab_version, extras = check.stdout.strip().splitlines()[0].split()[0], \
         check.stdout.split()[1], check.stdout.strip().splitlines()[1]
     assert torch_after.split("+")[0] == torch_version  # Colab's torch is kept
-    assert tinylab_version == colab.package_version()
+    assert tinylab_version == package_version()
     assert extras == "[]", f"the install cell pulled development tools: {extras}"
     listed = subprocess.run([str(venv / "bin" / "tinylab"), "assets", "list"],
                             capture_output=True, text=True)

@@ -12,6 +12,7 @@ import nbformat
 import pytest
 
 from tinylab import course
+from tinylab.course import runner
 from tinylab.course import (build_summary, list_notebooks, load_results, run_course,
                             save_results, select_notebooks, summary_markdown)
 
@@ -147,7 +148,7 @@ def test_cli_reports_bad_profile(tmp_path, capsys):
 
 def test_open_lab_starts_jupyterlab_on_the_notebooks(monkeypatch, toy_course):
     calls = []
-    monkeypatch.setattr(course.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(runner.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     assert course.open_lab(["--no-browser"], notebook_dir=toy_course) == 0
     (command,) = calls
     assert command[1:3] == ["-m", "jupyterlab"]
@@ -168,3 +169,29 @@ def test_prepare_covers_every_notebooks_teacher(profile):
     for name in ("02_teacher_inference", "03_soft_label_math", "04_tinybert_loss",
                  "07_deploying_the_student", "08_other_ways_to_distil"):
         assert "cfg = get_config(PROFILE)" in (notebooks / f"{name}.ipynb").read_text(), name
+
+
+def test_an_installed_package_without_a_checkout_says_so_in_one_line(monkeypatch, capsys, tmp_path):
+    """From an installed wheel (no notebooks/ beside the package) whatever needs the notebooks
+    stops in one line naming what needs a checkout and how to get one."""
+    from tinylab.cli import main
+    from tinylab.course import checkout
+
+    monkeypatch.setattr(checkout, "checkout_root", lambda: None)
+    with pytest.raises(checkout.CheckoutNeeded, match="git clone .*pip install -e"):
+        list_notebooks()
+    assert main(["course", "run", "--profile", "ci", "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs a source checkout" in err
+    assert "the course notebooks" in err and not (tmp_path / "out").exists()
+
+
+def test_only_the_checkout_module_finds_the_checkout():
+    """The package finds the repository in one place (tinylab/course/checkout.py), and nothing
+    in it writes into docs/ or notebooks/ (that is tools/, run by make)."""
+    import re
+
+    package = Path(__file__).resolve().parents[1] / "tinylab"
+    found = [str(p.relative_to(package)) for p in package.rglob("*.py")
+             if re.search(r"parents\[\d\]", p.read_text(encoding="utf-8"))]
+    assert found == ["course/checkout.py"]

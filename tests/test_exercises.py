@@ -231,7 +231,7 @@ def _notebook_cells():
 
 def test_reference_pass_cells_are_ci_only_and_hidden():
     """A cell that only proves "the reference solution passes" is tagged ci-only (the site drops
-    it, scripts/site.py) and collapsed in Jupyter; every other cell is not."""
+    it, tools/site.py) and collapsed in Jupyter; every other cell is not."""
     import re
 
     reference_check = re.compile(r"assert check\(\"nb\d\d\.\w+\", reference_\w+\)")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tinylab import cli
-from tinylab.gpu_check import notebook_devices
+from tinylab.course.gpu_check import notebook_devices
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

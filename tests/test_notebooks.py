@@ -186,8 +186,8 @@ def test_notebook_runs_alone_under_ci_profile(path, tmp_path, monkeypatch):
     One execution checks three things: the notebook runs with every exercise still open (the
     cells fall back to the references), its golden cells print what they stored, and the
     answer key passes every check in that same kernel (hidden cells that
-    ``tinylab.answer_key.with_answer_key_checks`` adds, which the site drops)."""
-    from tinylab.answer_key import with_answer_key_checks
+    ``tinylab.course.answer_key.with_answer_key_checks`` adds, which the site drops)."""
+    from tinylab.course.answer_key import with_answer_key_checks
     from tinylab.course import fresh_cache, run_notebook
 
     monkeypatch.setenv("TINYLAB_CACHE", str(fresh_cache(tmp_path / "cache")))

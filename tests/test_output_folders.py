@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from tinylab import cli, course
-from tinylab.course import list_notebooks
+from tinylab.course import list_notebooks, runner
 
 NOTEBOOKS = list_notebooks()
 
@@ -31,7 +31,7 @@ def no_kernel(monkeypatch):
         Path(output_path).write_text(Path(path).read_text())
         return 0.1
 
-    monkeypatch.setattr(course, "run_notebook", fake)
+    monkeypatch.setattr(runner, "run_notebook", fake)
     return calls
 
 

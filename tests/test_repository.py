@@ -10,7 +10,7 @@ OUTSIDE = [name + ".md" for name in ("SPEC", "ASSETS", "STYLE")] + ["/work/", ".
 
 def test_no_file_names_a_path_outside_the_repository():
     files = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("tinylab/**/*.py"),
-             *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("scripts/*.py"),
+             *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("scripts/*.py"), *ROOT.glob("tools/*.py"),
              *ROOT.glob("bench/*.py"), *ROOT.glob("bench/*.md"),
              *(p for p in ROOT.glob("tests/*.py") if p.name != Path(__file__).name)]
     found = [f"{p.relative_to(ROOT)}: {needle}" for p in files
@@ -26,7 +26,7 @@ def test_the_paper_is_cited_by_name_not_by_number():
     numbered = re.compile(r"\b(Eqs?\.|Equations?|Tables?) ?\(?\d|\bSec\. ?3\.\d|"
                           r"Jiao et al\.,? 2020,? Sec")
     files = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("tinylab/**/*.py"),
-             *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("scripts/*.py"),
+             *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("scripts/*.py"), *ROOT.glob("tools/*.py"),
              *ROOT.glob("bench/*.py"), *ROOT.glob("bench/*.md"), *ROOT.glob("tests/*.py")]
     found = [f"{p.relative_to(ROOT)}:{n}: {m.group(0)!r}" for p in files
              for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)

@@ -1,4 +1,4 @@
-"""The site builder and its browser check (``scripts/site.py``).
+"""The site builder and its browser check (``tools/site.py``).
 
 The real site is built and checked by ``make test`` after pytest, from the notebooks pytest
 executed. These tests show each check can fail: a broken link, a missing anchor, a console
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("tinylab_site", ROOT / "scripts" / "site.py")
+_spec = importlib.util.spec_from_file_location("tinylab_site", ROOT / "tools" / "site.py")
 site = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(site)
 
@@ -70,7 +70,7 @@ def test_fresh_dir_never_empties_a_folder_it_did_not_make(tmp_path):
     mine = tmp_path / "html"
     mine.mkdir()
     (mine / "notes.txt").write_text("the user's")
-    with pytest.raises(site.SiteError, match="not made by scripts/site.py"):
+    with pytest.raises(site.SiteError, match="not made by tools/site.py"):
         site._fresh_dir(mine)
     assert (mine / "notes.txt").read_text() == "the user's"
     ours = site._fresh_dir(tmp_path / "built")

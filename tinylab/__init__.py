@@ -3,7 +3,9 @@
 The package mirrors the course notebooks, one module per idea (see ``docs/design.md``):
 ``config`` -> ``assets`` -> ``data`` -> ``models`` -> ``losses`` -> ``augment`` -> ``distill`` ->
 ``evaluate`` -> ``export`` / ``deploy`` (ONNX) -> ``plots``. Heavy modules (torch, transformers) are imported on first
-use, so ``import tinylab`` and ``tinylab --help`` stay fast.
+use, so ``import tinylab`` and ``tinylab --help`` stay fast. The course tooling (running the
+notebooks, what they call at run time, the answer key, cache packs, the GPU check) is the
+subpackage :mod:`tinylab.course`.
 """
 from __future__ import annotations
 

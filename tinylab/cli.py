@@ -5,8 +5,6 @@
     tinylab assets verify [NAME ...]    re-hash every cached file against its manifest
     tinylab distill --profile P [--output DIR] [--set key=value ...] [--resume]
     tinylab course run [--profile P] [--output DIR] [--alone]   execute every notebook
-    tinylab course sync [--check]       Colab badge, install cell and run time in each notebook
-    tinylab course times SUMMARY...     the generated run-time table (docs/notebook-times.md)
     tinylab course solutions DIR        the answer key: notebooks with every exercise filled in
     tinylab course lab                  open JupyterLab on the course
     tinylab course prepare [--profile P]   fill the cache as the notebooks would (room set-up)
@@ -14,7 +12,10 @@
     tinylab gpu-check                   the ci pipeline and every notebook on a CUDA GPU
 
 Each subcommand is a thin wrapper: the work lives in the module named in its help text, so
-what the command line does, a notebook can do with the same call.
+what the command line does, a notebook can do with the same call. What writes into the
+repository (the notebooks' Colab cells, the agendas, the run-time table, the site) is not a
+subcommand: it is ``tools/`` of the repository, run by ``make sync``, ``make times`` and
+``make site``.
 """
 from __future__ import annotations
 
@@ -79,22 +80,6 @@ def _cmd_course_run(args: argparse.Namespace) -> int:
                       overwrite=args.overwrite)
 
 
-def _cmd_course_sync(args: argparse.Namespace) -> int:
-    from tinylab.colab import sync_notebooks
-
-    from tinylab.agenda import sync_instructor_guide
-
-    changed = sync_notebooks(check=args.check)
-    if sync_instructor_guide(check=args.check):
-        changed.append("docs/instructor.md (agendas)")
-    if args.check and changed:
-        print(f"tinylab: error: out of sync (run `tinylab course sync`): {', '.join(changed)}",
-              file=sys.stderr)
-        return 1
-    print(("updated: " + ", ".join(changed)) if changed else "notebooks in sync")
-    return 0
-
-
 def _cmd_course_prepare(args: argparse.Namespace) -> int:
     from tinylab.assets import cache_dir
     from tinylab.config import resolve_profile_name
@@ -109,7 +94,7 @@ def _cmd_course_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache_pack(args: argparse.Namespace) -> int:
-    from tinylab.cache_pack import pack_cache
+    from tinylab.course import pack_cache
 
     manifest = pack_cache(args.file)
     size = sum(f["size"] for f in manifest["files"].values())
@@ -120,7 +105,7 @@ def _cmd_cache_pack(args: argparse.Namespace) -> int:
 
 def _cmd_cache_unpack(args: argparse.Namespace) -> int:
     from tinylab.assets import cache_dir
-    from tinylab.cache_pack import unpack_cache
+    from tinylab.course import unpack_cache
 
     result = unpack_cache(args.file)
     print(f"verified every file; added {len(result['added'])} entries to {cache_dir()}, kept "
@@ -129,23 +114,10 @@ def _cmd_cache_unpack(args: argparse.Namespace) -> int:
 
 
 def _cmd_course_solutions(args: argparse.Namespace) -> int:
-    from tinylab.answer_key import write_solutions
+    from tinylab.course import write_solutions
 
     for path in write_solutions(args.folder, overwrite=args.overwrite):
         print(path)
-    return 0
-
-
-def _cmd_course_times(args: argparse.Namespace) -> int:
-    from tinylab.colab import TIMES_MD, sync_notebooks, write_times
-
-    from tinylab.agenda import sync_instructor_guide
-
-    write_times(args.summaries, label=args.label)
-    changed = sync_notebooks()
-    if sync_instructor_guide():
-        changed.append("docs/instructor.md (agendas)")
-    print(f"wrote {TIMES_MD}; updated: {', '.join(changed) or 'nothing else'}")
     return 0
 
 
@@ -156,7 +128,7 @@ def _cmd_course_lab(args: argparse.Namespace) -> int:
 
 
 def _cmd_gpu_check(args: argparse.Namespace) -> int:
-    from tinylab.gpu_check import run_gpu_check
+    from tinylab.course import run_gpu_check
 
     return run_gpu_check(args.device, args.output)
 
@@ -212,36 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write into an output folder that holds other files (tinylab "
                             "replaces only its own file names there)")
     p_run.set_defaults(func=_cmd_course_run)
-    p_sync = sub_course.add_parser(
-        "sync", help="write the Colab badge, install cell and run time into every notebook "
-                     "(tinylab.colab)")
-    p_sync.add_argument("--check", action="store_true", help="only report what would change")
-    p_sync.set_defaults(func=_cmd_course_sync)
     p_prep = sub_course.add_parser(
         "prepare", help="fill the cache with the teacher, general student and augmented data "
-                        "the notebooks would compute (tinylab.course.prepare)")
+                        "the notebooks would compute (tinylab.course.runner.prepare)")
     p_prep.add_argument("--profile", default=None, help="ci, quick or full (default: quick)")
     p_prep.set_defaults(func=_cmd_course_prepare)
     p_sol = sub_course.add_parser(
         "solutions", help="the answer key: notebook copies with every exercise filled in "
-                          "(tinylab.answer_key)")
+                          "(tinylab.course.answer_key)")
     p_sol.add_argument("folder", help="a new or empty folder for the copies")
     p_sol.add_argument("--overwrite", action="store_true",
                        help="write into a folder that holds other files, replacing earlier "
                             "answer-key copies there")
     p_sol.set_defaults(func=_cmd_course_solutions)
-    p_times = sub_course.add_parser(
-        "times", help="docs/notebook-times.md from `course run --alone` summaries, and sync")
-    p_times.add_argument("summaries", nargs="+", help="summary.json files of --alone runs")
-    p_times.add_argument("--label", default=None,
-                         help='file a run that is not --alone under this name, e.g. '
-                              '"quick, prepared cache"')
-    p_times.set_defaults(func=_cmd_course_times)
     p_lab = sub_course.add_parser("lab", help="open JupyterLab on notebooks/")
     p_lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed to jupyter lab")
     p_lab.set_defaults(func=_cmd_course_lab)
     p_cache = sub.add_parser("cache", help="move a prepared cache between machines "
-                                           "(tinylab.cache_pack)")
+                                           "(tinylab.course.cache_pack)")
     sub_cache = p_cache.add_subparsers(dest="cache_command", required=True)
     p_pack = sub_cache.add_parser("pack", help="write the cache into a tar file")
     p_pack.add_argument("file")
@@ -251,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_unpack.set_defaults(func=_cmd_cache_unpack)
 
     p_gpu = sub.add_parser(
-        "gpu-check", help="the ci pipeline and every notebook on a CUDA GPU (tinylab.gpu_check)")
+        "gpu-check", help="the ci pipeline and every notebook on a CUDA GPU "
+                          "(tinylab.course.gpu_check)")
     p_gpu.add_argument("--device", default="cuda", help="device to check (default: cuda)")
     p_gpu.add_argument("--output", default=None, help="folder for its outputs (default: temp)")
     p_gpu.set_defaults(func=_cmd_gpu_check)

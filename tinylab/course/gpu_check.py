@@ -66,7 +66,7 @@ def _pipeline_check(device: str, precision: str, out: Path) -> str:
 
 
 def _notebooks_check(device: str, out: Path) -> str:
-    from tinylab.course import run_course
+    from tinylab.course.runner import run_course
 
     code = run_course(profile="ci", output_dir=out, progress=False, execution_timeout=600)
     assert code == 0, f"a notebook failed; see {out / 'summary.md'}"
@@ -102,7 +102,7 @@ def run_gpu_check(device: str = "cuda", output_dir: str | Path | None = None) ->
         for p in precisions]
     checks.append(("notebooks ci", lambda: _notebooks_check(device, out / "notebooks")))
 
-    from tinylab.course import fresh_cache
+    from tinylab.course.runner import fresh_cache
 
     saved = {k: os.environ.get(k) for k in ("TINYLAB_CACHE", "TINYLAB_DEVICE")}
     os.environ["TINYLAB_CACHE"] = str(fresh_cache(tempfile.mkdtemp(dir=out, prefix="cache-")))

@@ -1,22 +1,19 @@
 """Run the course: execute every notebook in order and summarise what they measured.
 
-``tinylab course run`` calls :func:`run_course`; ``tinylab course lab`` calls :func:`open_lab`.
+``tinylab course run`` calls :func:`run_course`; ``tinylab course lab`` calls :func:`open_lab`;
+``tinylab course prepare`` calls :func:`prepare`.
 
 Each notebook is executed with papermill (kernel ``python3``, working directory ``notebooks/``)
 and receives two parameters, ``PROFILE`` and ``OUTPUT_DIR``. The executed copy (with all
 outputs) is written to the output folder under the notebook's own name. Notebooks that measure
-something for the summary save it with :func:`save_results`, which writes
-``OUTPUT_DIR/<notebook>_results.json``::
-
-    save_results(OUTPUT_DIR, "06_task_distillation", profile=cfg.profile,
-                 models={"teacher": {"accuracy": 0.81, "parameters": 22_700_000},
-                         "student": {"accuracy": 0.78, "parameters": 7_300_000}},
-                 metrics={"speed-up": 7.4})
-
-After the last notebook, :func:`run_course` collects those files into ``summary.json`` and
+something for the summary save it with :func:`tinylab.course.results.save_results`. After the
+last notebook, :func:`run_course` collects those files into ``summary.json`` and
 ``summary.md`` (teacher vs student figures, plus each notebook's wall time) and prints the
 markdown. The first failing notebook stops the run; the message names the notebook, the failing
 cell and the executed copy to open.
+
+The notebooks come from the source checkout (:func:`tinylab.course.checkout.require_checkout`)
+unless a ``notebook_dir`` is given.
 """
 from __future__ import annotations
 
@@ -28,49 +25,38 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from tinylab.atomic import atomic_write_text
+from tinylab.course.checkout import require_checkout
+from tinylab.course.results import (RESULTS_SUFFIX, NotebookRun, build_summary,
+                                    summary_markdown)
 
-__all__ = ["NOTEBOOK_DIR", "DEFAULT_OUTPUT_DIR", "NotebookRun", "list_notebooks",
-           "select_notebooks", "run_notebook", "run_course", "save_results", "load_results",
-           "build_summary", "summary_markdown", "open_lab", "fresh_cache", "prepare",
-           "repository_file"]
+__all__ = ["DEFAULT_OUTPUT_DIR", "default_notebook_dir", "list_notebooks", "select_notebooks",
+           "run_notebook", "run_course", "open_lab", "fresh_cache", "prepare"]
 
-#: The course notebooks (a source checkout: ``<repo>/notebooks``).
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 DEFAULT_OUTPUT_DIR = Path("runs/course")
 _NOTEBOOK_PATTERN = re.compile(r"^\d\d_.+\.ipynb$")
-_RESULTS_SUFFIX = "_results.json"
-# Column order of the summary table; other metrics follow alphabetically.
-_METRIC_ORDER = ("accuracy", "macro_f1", "parameters", "size_mb", "latency_ms")
-
-
-@dataclass
-class NotebookRun:
-    """What happened to one notebook: ``status`` is ``"ok"``, ``"failed"`` or ``"skipped"``."""
-
-    name: str
-    status: str
-    wall_time_s: float | None = None
-    output: str | None = None
-    error: str | None = None
-    failing_cell: dict[str, Any] | None = field(default=None)
 
 
 # ----------------------------------------------------------------------------------------------
 # Finding notebooks
 # ----------------------------------------------------------------------------------------------
 
+def default_notebook_dir() -> Path:
+    """``<checkout>/notebooks``; :class:`~tinylab.course.checkout.CheckoutNeeded` (one line)
+    when tinylab is an installed package without the repository."""
+    return require_checkout("the course notebooks (tinylab course run, solutions, lab)") \
+        / "notebooks"
+
+
 def list_notebooks(notebook_dir: str | Path | None = None) -> list[Path]:
     """The course notebooks (``NN_name.ipynb``) in ``notebook_dir``, in course order.
 
-    ``notebook_dir`` defaults to :data:`NOTEBOOK_DIR` (``<repo>/notebooks``).
+    ``notebook_dir`` defaults to :func:`default_notebook_dir` (``<checkout>/notebooks``).
     """
-    folder = Path(notebook_dir if notebook_dir is not None else NOTEBOOK_DIR)
+    folder = Path(notebook_dir if notebook_dir is not None else default_notebook_dir())
     if not folder.is_dir():
         raise FileNotFoundError(
             f"notebook folder {folder} not found: the course runs from a source checkout "
@@ -84,10 +70,10 @@ def select_notebooks(names: Sequence[str] | None,
 
     ``None`` or an empty list selects every notebook. The result keeps the course order.
     """
-    available = list_notebooks(notebook_dir)
+    folder = Path(notebook_dir if notebook_dir is not None else default_notebook_dir())
+    available = list_notebooks(folder)
     if not available:
-        raise FileNotFoundError(f"no notebooks (NN_name.ipynb) in "
-                                f"{notebook_dir if notebook_dir is not None else NOTEBOOK_DIR}")
+        raise FileNotFoundError(f"no notebooks (NN_name.ipynb) in {folder}")
     if not names:
         return available
     chosen: set[Path] = set()
@@ -100,155 +86,6 @@ def select_notebooks(names: Sequence[str] | None,
                              f"(or just their numbers, e.g. 03)")
         chosen.update(matches)
     return [p for p in available if p in chosen]
-
-
-# ----------------------------------------------------------------------------------------------
-# Files of the repository, from a checkout or from GitHub
-# ----------------------------------------------------------------------------------------------
-
-def repository_file(relative: str, *, timeout: float = 30.0) -> Path:
-    """A file of the tinylab repository (``"bench/results/bench/shapes.json"``): from the
-    source checkout when tinylab runs from one, else downloaded once from GitHub at this
-    version's ref (``colab.release_ref()``: ``main`` or ``v<version>``) into the tinylab
-    cache. A notebook on Colab, which installs the package without the repository, reads the
-    same file a checkout has. Raises ``FileNotFoundError`` in one line when neither works."""
-    import urllib.request
-    from importlib import metadata
-
-    from tinylab.assets import cache_dir
-    from tinylab.colab import release_ref
-
-    local = Path(__file__).resolve().parents[1] / relative
-    if local.is_file():
-        return local
-    urls = dict(u.split(", ", 1) for u in metadata.metadata("tinylab-course").get_all(
-        "Project-URL") or [] if ", " in u)
-    if "Repository" not in urls:
-        raise FileNotFoundError(f"{relative} is not in a source checkout here, and the "
-                                f"installed tinylab-course names no Repository URL to "
-                                f"download it from")
-    repo = urls["Repository"].rstrip("/")
-    raw = repo.replace("https://github.com/", "https://raw.githubusercontent.com/")
-    url = f"{raw}/{release_ref()}/{relative}"
-    target = cache_dir() / "repository" / release_ref() / relative
-    if not target.is_file():
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                data = response.read()
-        except OSError as err:
-            raise FileNotFoundError(f"{relative} is not in a source checkout here and could "
-                                    f"not be downloaded from {url} ({err})") from None
-        from tinylab.atomic import atomic_write_bytes
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, data)
-    return target
-
-
-# ----------------------------------------------------------------------------------------------
-# Results the notebooks write
-# ----------------------------------------------------------------------------------------------
-
-def save_results(output_dir: str | Path, notebook: str, *, profile: str,
-                 models: Mapping[str, Mapping[str, float | int]] | None = None,
-                 metrics: Mapping[str, Any] | None = None) -> Path:
-    """Write ``output_dir/<notebook>_results.json`` atomically; return its path.
-
-    ``models`` maps a model name (``"teacher"``, ``"student (TinyBERT)"``, ...) to its figures
-    (``accuracy``, ``macro_f1``, ``parameters``, ``size_mb``, ``latency_ms``, ...); these rows
-    make the teacher-vs-student table of the course summary. ``metrics`` holds any other
-    JSON-able numbers worth reporting. Values must be JSON-serialisable (cast tensors with
-    ``float()``).
-    """
-    if not re.match(r"^\d\d_", notebook):
-        raise ValueError(f"notebook {notebook!r} must be the notebook's stem, e.g. "
-                         f"'02_teacher_inference'")
-    payload = {"notebook": notebook, "profile": profile,
-               "models": {k: dict(v) for k, v in (models or {}).items()},
-               "metrics": dict(metrics or {})}
-    try:
-        text = json.dumps(payload, indent=2, sort_keys=False, allow_nan=True)
-    except TypeError as err:
-        raise TypeError(f"results of {notebook} are not JSON-serialisable ({err}); convert "
-                        f"tensors and numpy values with float() or int()") from None
-    path = Path(output_dir) / f"{notebook}{_RESULTS_SUFFIX}"
-    atomic_write_text(path, text + "\n")
-    return path
-
-
-def load_results(output_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Every ``*_results.json`` in ``output_dir``, keyed by notebook stem, in course order."""
-    folder = Path(output_dir)
-    found = sorted(folder.glob(f"*{_RESULTS_SUFFIX}")) if folder.is_dir() else []
-    return {p.name.removesuffix(_RESULTS_SUFFIX): json.loads(p.read_text()) for p in found}
-
-
-# ----------------------------------------------------------------------------------------------
-# Summary
-# ----------------------------------------------------------------------------------------------
-
-def build_summary(runs: Sequence[NotebookRun], output_dir: str | Path, profile: str
-                  ) -> dict[str, Any]:
-    """The course summary: notebook statuses and wall times, plus every results file."""
-    # Only results measured under this run's profile: a `ci` run (e.g. nbval) that wrote into
-    # the same folder earlier must not mix its figures into a `quick` summary.
-    everything = load_results(output_dir)
-    results = {nb: r for nb, r in everything.items() if r.get("profile") == profile}
-    ignored = sorted(set(everything) - set(results))
-    model_rows = []
-    for notebook, content in results.items():
-        for model, figures in content.get("models", {}).items():
-            model_rows.append({"notebook": notebook, "model": model, **figures})
-    return {
-        "profile": profile,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "total_wall_time_s": round(sum(r.wall_time_s or 0.0 for r in runs), 1),
-        "notebooks": [asdict(r) for r in runs],
-        "models": model_rows,
-        "results": results,
-        "ignored_results": ignored,
-    }
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
-    return str(value)
-
-
-def summary_markdown(summary: Mapping[str, Any]) -> str:
-    """The summary as markdown: the models table, other metrics, and the wall times."""
-    lines = [f"# tinylab course run (profile `{summary['profile']}`)", ""]
-    rows = summary["models"]
-    if rows:
-        keys = {k for row in rows for k in row} - {"notebook", "model"}
-        columns = [k for k in _METRIC_ORDER if k in keys] + sorted(keys - set(_METRIC_ORDER))
-        lines += ["## Teacher vs student", "",
-                  "| notebook | model | " + " | ".join(columns) + " |",
-                  "|---|---|" + "---|" * len(columns)]
-        for row in rows:
-            cells = [_fmt(row.get(c, "")) if c in row else "" for c in columns]
-            lines.append(f"| {row['notebook']} | {row['model']} | " + " | ".join(cells) + " |")
-        lines.append("")
-    other = [(nb, k, v) for nb, content in summary["results"].items()
-             for k, v in content.get("metrics", {}).items()]
-    if other:
-        lines += ["## Other measurements", "", "| notebook | metric | value |", "|---|---|---|"]
-        lines += [f"| {nb} | {k} | {_fmt(v)} |" for nb, k, v in other]
-        lines.append("")
-    lines += ["## Notebooks", "", "| notebook | status | wall time (s) |", "|---|---|---|"]
-    for run in summary["notebooks"]:
-        wall = "" if run["wall_time_s"] is None else f"{run['wall_time_s']:.1f}"
-        lines.append(f"| {run['name']} | {run['status']} | {wall} |")
-    lines += ["", f"Total: {summary['total_wall_time_s']:.1f} s", ""]
-    if summary.get("ignored_results"):
-        lines += [f"Ignored results from another profile: {', '.join(summary['ignored_results'])}",
-                  ""]
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,7 +199,7 @@ def run_course(profile: str | None = None, output_dir: str | Path | None = None,
     (:func:`fresh_cache`, a temporary folder under ``output_dir/alone/<notebook>/``, removed
     afterwards) and its own output folder there, so nothing an earlier notebook built is
     found. The wall times of such a run are
-    the ones the notebook headers state (``tinylab course times``).
+    the ones the notebook headers state (``make times``).
     Before the first kernel starts, the profile's device and precision are checked and the
     output folder is claimed (:func:`tinylab.run_folder.claim_folder`): a folder holding files
     ``course run`` did not write is refused unless ``overwrite``, and a symbolic link in place
@@ -376,10 +213,10 @@ def run_course(profile: str | None = None, output_dir: str | Path | None = None,
     profile_name = resolve_profile_name(profile)
     cfg = get_config(profile_name)          # $TINYLAB_DEVICE / $TINYLAB_PRECISION checked too
     resolve_precision(cfg.precision, resolve_device(cfg.device))
-    notebook_dir = Path(notebook_dir if notebook_dir is not None else NOTEBOOK_DIR)
+    notebook_dir = Path(notebook_dir if notebook_dir is not None else default_notebook_dir())
     selected = select_notebooks(notebooks, notebook_dir)
     out = Path(output_dir if output_dir is not None else DEFAULT_OUTPUT_DIR)
-    writes = [n for p in selected for n in (p.name, f"{p.stem}{_RESULTS_SUFFIX}")]
+    writes = [n for p in selected for n in (p.name, f"{p.stem}{RESULTS_SUFFIX}")]
     claim_folder(out, "tinylab course run", overwrite=overwrite,
                  writes=[*writes, "summary.json", "summary.md"])
     out = out.resolve()
@@ -407,7 +244,7 @@ def run_course(profile: str | None = None, output_dir: str | Path | None = None,
             wall = run_notebook(path, executed, parameters=params, cwd=notebook_dir,
                                 progress=progress, execution_timeout=execution_timeout)
             if alone:  # its results join the others in the summary
-                for found in Path(params["OUTPUT_DIR"]).glob(f"*{_RESULTS_SUFFIX}"):
+                for found in Path(params["OUTPUT_DIR"]).glob(f"*{RESULTS_SUFFIX}"):
                     os.replace(found, out / found.name)
         except Exception as err:  # noqa: BLE001 - any failure stops the run with a report
             wall = time.perf_counter() - start
@@ -465,7 +302,7 @@ def open_lab(extra_args: Sequence[str] | None = None, *,
     if importlib.util.find_spec("jupyterlab") is None:
         raise FileNotFoundError('JupyterLab is not installed: pip install "tinylab[course]" '
                                 '(or run `make lab`)')
-    folder = Path(notebook_dir if notebook_dir is not None else NOTEBOOK_DIR)
+    folder = Path(notebook_dir if notebook_dir is not None else default_notebook_dir())
     if not folder.is_dir():
         raise FileNotFoundError(f"notebook folder {folder} not found (run from a source checkout)")
     command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}",

@@ -90,7 +90,7 @@ def write_solutions(out_dir: str | Path, notebook_dir: str | Path | None = None,
     import nbformat
 
     from tinylab.atomic import atomic_write_text
-    from tinylab.course import list_notebooks
+    from tinylab.course.runner import list_notebooks
     from tinylab.run_folder import claim_folder
 
     out = Path(out_dir)

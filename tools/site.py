@@ -1,7 +1,7 @@
 """Build the course as a static site, and check it in a real browser.
 
-    python scripts/site.py build [--profile quick] [--notebooks DIR] [--output runs/site]
-    python scripts/site.py check [--output runs/site]
+    python tools/site.py build [--profile quick] [--notebooks DIR] [--output runs/site]
+    python tools/site.py check [--output runs/site]
 
 ``build`` executes the course notebooks with ``tinylab course run`` (or takes already executed
 copies from ``--notebooks DIR``, e.g. ``runs/course`` or CI's ``runs/ci-notebooks``), then
@@ -38,7 +38,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlparse
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from repository import REPO_ROOT as ROOT  # noqa: E402
+from repository import load_times  # noqa: E402
+
+from tinylab.course import list_notebooks, run_course  # noqa: E402
 MARKER = ".tinylab-site"
 DOCS = ["instructor", "notebook-times", "results", "paper-vs-code", "references", "equations",
         "design", "devices", "faults", "offline-assets"]
@@ -63,11 +67,11 @@ def _fresh_dir(path: Path) -> Path:
     """Empty ``path`` for a new build, but only if it is one of ours (it holds ``MARKER``)."""
     if path.exists():
         if not (path / MARKER).exists():
-            raise SiteError(f"{path} exists and was not made by scripts/site.py (no {MARKER}); "
+            raise SiteError(f"{path} exists and was not made by tools/site.py (no {MARKER}); "
                             f"choose another --output or move the folder away")
         shutil.rmtree(path)
     path.mkdir(parents=True)
-    (path / MARKER).write_text("made by scripts/site.py; rebuilt on every build\n")
+    (path / MARKER).write_text("made by tools/site.py; rebuilt on every build\n")
     return path
 
 
@@ -205,16 +209,36 @@ def _seconds(value) -> str:
     return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
 
 
+#: Subpackages whose page documents each of their modules in turn (the package itself only
+#: by its docstring): the course tooling, whose modules were once pages of their own.
+MODULE_BY_MODULE = ("course",)
+
+
+def _automodule(name: str, *options: str) -> str:
+    lines = [f".. automodule:: tinylab.{name}", *(f"   :{o}:" for o in options)]
+    return "```{eval-rst}\n" + "\n".join(lines) + "\n```\n"
+
+
 def api_pages(dest: Path) -> list[str]:
-    """One page per public ``tinylab`` module, each an ``automodule`` of its docstrings."""
+    """One page per public ``tinylab`` module, each an ``automodule`` of its docstrings (for
+    :data:`MODULE_BY_MODULE`, one section per module of the subpackage)."""
+    import importlib
+
     import tinylab
 
     modules = sorted(m.name for m in pkgutil.iter_modules(tinylab.__path__)
                      if not m.name.startswith("_"))
     dest.mkdir(parents=True)
     for name in modules:
-        (dest / f"{name}.md").write_text(
-            f"# `tinylab.{name}`\n\n```{{eval-rst}}\n.. automodule:: tinylab.{name}\n```\n")
+        if name not in MODULE_BY_MODULE:
+            (dest / f"{name}.md").write_text(f"# `tinylab.{name}`\n\n{_automodule(name)}")
+            continue
+        package = importlib.import_module(f"tinylab.{name}")
+        parts = [f"# `tinylab.{name}`\n\n{_automodule(name, 'no-members')}"]
+        for sub in sorted(m.name for m in pkgutil.iter_modules(package.__path__)
+                          if not m.name.startswith("_")):
+            parts.append(f"\n## `tinylab.{name}.{sub}`\n\n{_automodule(f'{name}.{sub}')}")
+        (dest / f"{name}.md").write_text("".join(parts))
     listing = "\n".join(f"- [`tinylab.{m}`]({m}.md)" for m in modules)
     (dest / "index.md").write_text(
         "# API reference\n\nGenerated from the package's docstrings (shapes, equations and "
@@ -234,8 +258,6 @@ def _mathjax_folder() -> Path:
 
 def assemble(executed: dict[str, Path], src: Path, *, profile: str) -> dict[str, int]:
     """Write the Sphinx source folder; return the number of figures per notebook page."""
-    from tinylab.colab import load_times
-
     shutil.copy(ROOT / "site" / "conf.py", src / "conf.py")
     shutil.copytree(_mathjax_folder(), src / "_static" / "mathjax")
     shutil.copy(ROOT / "site" / "favicon.svg", src / "_static" / "favicon.svg")
@@ -268,8 +290,6 @@ def assemble(executed: dict[str, Path], src: Path, *, profile: str) -> dict[str,
 
 def build(profile: str, output: Path, notebooks: Path | None) -> Path:
     """Execute (or collect) the notebooks, assemble the source folder, render the HTML."""
-    from tinylab.course import list_notebooks, run_course
-
     output.mkdir(parents=True, exist_ok=True)
     names = [p.name for p in list_notebooks()]
     start = time.perf_counter()
@@ -290,7 +310,7 @@ def build(profile: str, output: Path, notebooks: Path | None) -> Path:
         result = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         raise SiteError(f"sphinx-build failed (exit {result.returncode}); see {log}")
-    (html / MARKER).write_text("made by scripts/site.py; rebuilt on every build\n")
+    (html / MARKER).write_text("made by tools/site.py; rebuilt on every build\n")
     shutil.copy(src / "figures.json", html / "figures.json")
     warnings = [line for line in log.read_text().splitlines() if "WARNING" in line or "ERROR" in line]
     print(f"site: built {html} from {notebooks} in {time.perf_counter() - start:.1f} s "
