@@ -109,6 +109,11 @@ times: setup ## docs/notebook-times.* from SUMMARIES="runs/X/summary.json ..." (
 	\`tinylab course run --alone\`: make times SUMMARIES=\"runs/X/summary.json ...\""; exit 2; }
 	$(BIN)/python tools/times.py $(if $(LABEL),--label "$(LABEL)") $(SUMMARIES)
 
+expected: setup ## tinylab/course/expected.json from PROFILE's results in RESULTS (COMMAND: what made them)
+	@test -n "$(RESULTS)" -a -n "$(COMMAND)" || { echo "make expected: name the results folder and \
+	the command that filled it: make expected PROFILE=quick RESULTS=runs/course COMMAND=\"make course\""; exit 2; }
+	$(BIN)/python tools/expected.py --profile $(PROFILE) --command "$(COMMAND)" $(RESULTS)
+
 faults: assets ## the fault-and-bad-input table, docs/faults.md (about a quarter of an hour)
 	$(BIN)/python tools/faults.py
 

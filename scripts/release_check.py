@@ -104,6 +104,9 @@ def build(out: Path, version: str) -> Path:
         problems.append("the tinylab package is missing")
     if "tinylab/course/__init__.py" not in names:
         problems.append("the tinylab.course subpackage is missing")
+    if "tinylab/course/expected.json" not in names:
+        problems.append("tinylab/course/expected.json (the notebooks' reference figures) is "
+                        "missing")
     stray = sorted({n.split("/")[0] for n in names}
                    & {"tests", "notebooks", "bench", "scripts", "tools"})
     if stray:

@@ -10,6 +10,9 @@ around it, from the installed package as well as from a checkout:
   notebooks (``tinylab course lab``);
 * :mod:`~tinylab.course.results`: each notebook's results file
   (:func:`~tinylab.course.results.save_results`) and the summary of a run;
+* :mod:`~tinylab.course.expected`: the course's reference figures per profile, printed next to
+  a learner's own with a warning when one is far off
+  (:func:`~tinylab.course.expected.compare_with_expected`);
 * :mod:`~tinylab.course.notebook`: what a notebook calls at run time, on Colab too
   (:func:`~tinylab.course.notebook.notebook_output_dir`,
   :func:`~tinylab.course.notebook.repository_file`,
@@ -33,6 +36,7 @@ from __future__ import annotations
 from tinylab.course.answer_key import write_solutions
 from tinylab.course.cache_pack import PackError, pack_cache, unpack_cache
 from tinylab.course.checkout import CheckoutNeeded, checkout_root, require_checkout
+from tinylab.course.expected import compare_with_expected, expected_numbers
 from tinylab.course.gpu_check import run_gpu_check
 from tinylab.course.notebook import (notebook_output_dir, package_version, release_ref,
                                      repository_file)
@@ -48,6 +52,8 @@ __all__ = [
     "run_notebook", "run_course", "prepare", "fresh_cache", "open_lab",
     # results
     "NotebookRun", "save_results", "load_results", "build_summary", "summary_markdown",
+    # expected figures
+    "compare_with_expected", "expected_numbers",
     # notebook
     "notebook_output_dir", "repository_file", "release_ref", "package_version",
     # checkout
