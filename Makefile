@@ -100,9 +100,10 @@ lock: ## requirements/lock.txt and environment.yml from pyproject.toml (UPGRADE=
 
 # The generated parts of the repository (tools/): each notebook's Colab badge, install cell and
 # run-time line, and the agendas of docs/instructor.md. CHECK=1 only reports (exit 1 if stale).
-sync: setup ## notebook badges, install cells, run-time lines and agendas (CHECK=1: only check)
+sync: setup ## notebook badges, install cells, run-time lines, agendas, design.md's layer table (CHECK=1: only check)
 	$(BIN)/python tools/notebook_cells.py $(if $(CHECK),--check)
 	$(BIN)/python tools/agenda.py $(if $(CHECK),--check)
+	$(BIN)/python tools/layers.py $(if $(CHECK),--check)
 
 times: setup ## docs/notebook-times.* from SUMMARIES="runs/X/summary.json ..." (LABEL=...), then sync
 	@test -n "$(SUMMARIES)" || { echo "make times: name the summary.json files of \

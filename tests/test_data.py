@@ -292,12 +292,12 @@ def test_hub_dataset_with_labelled_splits_kept(monkeypatch):
 
 
 def test_hub_spec():
-    assert data._hub_spec("glue/sst2") == ("glue", "sst2")
-    assert data._hub_spec("wikitext/wikitext-103-raw-v1") == ("wikitext",
+    assert data.hub_spec("glue/sst2") == ("glue", "sst2")
+    assert data.hub_spec("wikitext/wikitext-103-raw-v1") == ("wikitext",
                                                               "wikitext-103-raw-v1")
-    assert data._hub_spec("rotten_tomatoes") == ("rotten_tomatoes", None)
-    assert data._hub_spec("stanfordnlp/sst2") == ("stanfordnlp/sst2", None)
-    assert data._hub_spec("nyu-mll/glue:sst2") == ("nyu-mll/glue", "sst2")
+    assert data.hub_spec("rotten_tomatoes") == ("rotten_tomatoes", None)
+    assert data.hub_spec("stanfordnlp/sst2") == ("stanfordnlp/sst2", None)
+    assert data.hub_spec("nyu-mll/glue:sst2") == ("nyu-mll/glue", "sst2")
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,7 +555,7 @@ def test_general_exclude_leaves_a_source_out():
 
 
 def test_general_corpus_file_checked_up_front(tmp_path):
-    from tinylab.config import check_sources
+    from tinylab.preflight import check_sources
 
     (tmp_path / "empty.txt").write_text("  \n")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait for everyone today\n".encode("latin-1"))

@@ -117,7 +117,7 @@ def test_hub_names_in_the_local_hugging_face_cache_pass_offline(tmp_path, monkey
     """Offline is not "no hub names": what the Hugging Face cache holds loads fine."""
     from huggingface_hub import constants
 
-    from tinylab.config import check_sources
+    from tinylab.preflight import check_sources
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))

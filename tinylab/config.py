@@ -33,13 +33,12 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 __all__ = [
     "DataConfig", "TeacherConfig", "StudentConfig", "StageConfig", "LossConfig",
     "AugmentConfig", "KDConfig", "Config", "PROFILES", "DEFAULT_PROFILE", "get_config",
-    "apply_overrides", "config_hash", "resolve_profile_name", "check_sources", "PRESETS",
+    "apply_overrides", "config_hash", "resolve_profile_name", "PRESETS",
     "preset_overrides",
 ]
 
@@ -473,114 +472,6 @@ def _check_choices(cfg: Config) -> None:
             source = f" (from ${var})" if var and os.environ.get(var) == value else ""
             raise ValueError(f"bad value {value!r} for {key}{source}: use one of "
                              f"{', '.join(allowed)}")
-
-
-def _truthy(var: str) -> bool:
-    return os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _hub_cached(name: str, kind: str) -> bool:
-    """Whether the Hugging Face cache holds anything for hub ``name`` (``kind``: ``"model"``
-    or ``"dataset"``); only folder names are looked at, nothing is read or fetched."""
-    from huggingface_hub import constants
-
-    if kind == "dataset":   # "glue/sst2" is the dataset "glue", configuration "sst2"
-        from tinylab.data import _hub_spec
-
-        name = _hub_spec(name)[0]
-    repo = name.replace("/", "--")
-    hub = Path(constants.HF_HUB_CACHE)
-    if any(hub.glob(f"{kind}s--{repo}")) or any(hub.glob(f"{kind}s--*--{repo}")):
-        return True
-    if kind == "dataset":   # the datasets library's own cache: "owner___name" folders
-        import datasets
-
-        flat = name.replace("/", "___")
-        cache = Path(datasets.config.HF_DATASETS_CACHE)
-        return any(cache.glob(flat)) or any(cache.glob(f"*___{flat}"))
-    return False
-
-
-def _positions(ref: str) -> tuple[int, Path] | None:
-    """``max_position_embeddings`` from the ``config.json`` of a local model folder or a
-    cached offline asset (``None`` for anything else; nothing is downloaded)."""
-    from tinylab.assets import cache_dir
-
-    if ref.startswith("offline:"):
-        folder = cache_dir() / "assets" / ref[len("offline:"):]
-    else:
-        folder = Path(ref).expanduser()
-    try:
-        value = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return (int(value), folder / "config.json") if isinstance(value, int) else None
-
-
-def check_sources(cfg: Config) -> None:
-    """Check, before any work, that every model and data set the settings name can be found.
-
-    Each of ``teacher.model``, ``teacher.general_model``, ``student.init`` (a folder or hub
-    name), ``augment.mlm_model``, ``data.task`` and ``data.general_corpus`` must be an
-    ``offline:`` asset tinylab knows, an existing file or folder, or a hub name. A name with a
-    data-file suffix (``reviews.csv``) that does not exist is refused. With ``$HF_HUB_OFFLINE``
-    (or ``$HF_DATASETS_OFFLINE`` for data) set, a hub name must already be in the Hugging Face
-    cache: otherwise loading it would fail only after retries, deep inside a library, so it is
-    refused here, in one line saying where tinylab looked. Also checked: ``data.max_length``
-    and ``data.general_max_length`` against the teacher's ``max_position_embeddings`` when its
-    ``config.json`` is on disk, and ``$TINYLAB_CACHE`` naming a folder rather than a file.
-    Raises one ``ValueError`` naming every bad key.
-    """
-    from tinylab.assets import ASSETS, cache_dir
-    from tinylab.data import LOCAL_SUFFIXES, OFFLINE_TASK, check_general_corpus_file
-
-    problems: list[str] = []
-    root = cache_dir()
-    if root.exists() and not root.is_dir():
-        problems.append(f"the tinylab cache {root} (from $TINYLAB_CACHE) is a file; point "
-                        f"$TINYLAB_CACHE at a folder")
-    init = cfg.student.init
-    models = {"teacher.model": cfg.teacher.model, "teacher.general_model":
-              cfg.teacher.general_model, "augment.mlm_model": cfg.augment.mlm_model,
-              "student.init": None if init in ("random", "teacher", "pca") else init}
-    data = {"data.task": None if cfg.data.task == OFFLINE_TASK else cfg.data.task,
-            "data.general_corpus": None if cfg.data.general_corpus == "offline"
-            else cfg.data.general_corpus}
-    offline = {"model": _truthy("HF_HUB_OFFLINE"),
-               "dataset": _truthy("HF_HUB_OFFLINE") or _truthy("HF_DATASETS_OFFLINE")}
-    for kind, refs in (("model", models), ("dataset", data)):
-        for key, ref in refs.items():
-            if not ref:
-                continue
-            path = Path(ref).expanduser()
-            if ref.startswith("offline:"):
-                if kind == "model" and ref[len("offline:"):] not in ASSETS:
-                    problems.append(f"{key}={ref!r}: no offline asset of that name (known: "
-                                    f"{', '.join('offline:' + a for a in ASSETS)})")
-            elif path.exists():
-                continue
-            elif path.suffix.lower() in (*LOCAL_SUFFIXES, ".txt"):
-                problems.append(f"{key}={ref!r}: file {path.resolve()} does not exist")
-            elif offline[kind] and not _hub_cached(ref, kind):
-                problems.append(
-                    f"{key}={ref!r}: not a file or folder (looked for {path.resolve()}), not an "
-                    f"offline: asset, and not in the Hugging Face cache, which is all there is "
-                    f"with $HF_HUB_OFFLINE set; check the spelling, or give a path")
-    teacher_refs = {"data.max_length": cfg.teacher.model,
-                    "data.general_max_length": cfg.teacher.general_model or cfg.teacher.model}
-    for key, ref in teacher_refs.items():
-        found = _positions(ref)
-        value = getattr(cfg.data, key.split(".")[1])
-        if found and value > found[0]:
-            problems.append(f"{key}={value} is more than the teacher's {found[0]} positions "
-                            f"(max_position_embeddings in {found[1]}); use at most {found[0]}")
-    if cfg.general.enabled:
-        try:  # an empty or non-UTF-8 corpus file, or an unknown data.general_exclude source
-            check_general_corpus_file(cfg.data)
-        except ValueError as err:
-            problems.append(str(err))
-    if problems:
-        raise ValueError("cannot start: " + "; ".join(problems))
 
 
 # --------------------------------------------------------------------------------------------

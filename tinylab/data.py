@@ -57,6 +57,7 @@ __all__ = [
     "padding_efficiency", "set_epoch", "LengthGroupedEpochSampler", "split_sentences",
     "normalize_text", "stratified_group_split", "stratified_subsample", "OOD_SETS", "load_ood",
     "GENERAL_SOURCES", "general_exclusions", "check_general_corpus_file", "row_keys",
+    "hub_spec", "LOCAL_SUFFIXES",
 ]
 
 OFFLINE_TASK = "rotten_tomatoes_offline"
@@ -429,7 +430,7 @@ def _load_local_task(path: Path, cfg: DataConfig):
     return _to_dataset_dict(stratified_group_split(frame, cfg.split_seed), names, cfg, source)
 
 
-def _hub_spec(name: str) -> tuple[str, str | None]:
+def hub_spec(name: str) -> tuple[str, str | None]:
     """``"glue/sst2"`` -> ``("glue", "sst2")``; ``"path:config"`` -> ``("path", "config")``."""
     if ":" in name:
         path, config = name.split(":", 1)
@@ -444,7 +445,7 @@ def _load_hub(name: str, **kwargs):
     """``datasets.load_dataset`` with a clear error when the Hub cannot be reached."""
     import datasets
 
-    path, config = _hub_spec(name)
+    path, config = hub_spec(name)
     try:
         return datasets.load_dataset(path, config, **kwargs)
     except (ConnectionError, OSError) as err:
@@ -714,7 +715,7 @@ def check_general_corpus_file(cfg: DataConfig) -> None:
     """Refuse, in one line naming the file, a local general corpus that is empty or not
     UTF-8 text: without this the run would fail only after the teacher's fine-tuning, when
     general distillation first reads it. (A missing file is refused by
-    :func:`tinylab.config.check_sources`.)"""
+    :func:`tinylab.preflight.check_sources`.)"""
     path = Path(cfg.general_corpus).expanduser()
     if cfg.general_corpus == "offline" or not path.is_file():
         general_exclusions(cfg)

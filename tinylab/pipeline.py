@@ -143,7 +143,7 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     interruption (the same configuration and number of processes are required).
     ``callbacks`` go to every training stage (see :class:`tinylab.distill.StepInfo`).
     Before any work: every model and data name is checked to exist
-    (:func:`tinylab.config.check_sources`), the device and precision are checked, the
+    (:func:`tinylab.preflight.check_sources`), the device and precision are checked, the
     student's shape is checked against the teacher's configuration (no weights loaded), the
     task data is loaded and checked (:func:`tinylab.data.load_task`), and the output folder is
     claimed
@@ -162,7 +162,7 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
 
     from tinylab.device import describe, make_accelerator, resolve_device_and_precision
 
-    from tinylab.config import check_sources
+    from tinylab.preflight import check_sources
 
     # Names of models and data that cannot be found, then device and precision: a machine
     # that lacks them fails here, before any data loads.

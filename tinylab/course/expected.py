@@ -13,7 +13,7 @@ file, so a notebook on Colab compares with the same figures.
 
 Which figures: every model's ``accuracy`` and every metric whose name says it is an accuracy,
 an agreement rate, a share or an efficiency (``accuracy_retained``, ``onnx_fp32_agreement``,
-``truncated_share``...). They are fractions in [0, 1]; "far" means more than :data:`TOLERANCE` away (5 points), about three
+``truncated_share``...; not the differences named ``*_cost``). They are fractions in [0, 1]; "far" means more than :data:`TOLERANCE` away (5 points), about three
 times the spread between two seeds at these sizes. Timings are left out: they depend on the
 machine.
 """
@@ -42,7 +42,7 @@ def figures_of(results: Mapping[str, Any]) -> dict[str, float]:
         if isinstance(value, (int, float)):
             out[f"{model} accuracy"] = float(value)
     for name, value in (results.get("metrics") or {}).items():
-        if (_COMPARED.search(name) and isinstance(value, (int, float))
+        if (_COMPARED.search(name) and "cost" not in name and isinstance(value, (int, float))
                 and not isinstance(value, bool) and 0.0 <= value <= 1.0):
             out[name] = float(value)
     return out
