@@ -523,3 +523,33 @@ def test_general_student_is_cached(cfg, teacher, corpus, isolated_cache):
     assert h1 == h2 and len(h1["general"].steps) == 6
     assert same_weights(s1, s2)  # trained now or loaded: the same student (head seeded too)
     assert s2.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_shared_baseline_targets_train_the_same_students_with_one_teacher_pass(cfg, teacher,
+                                                                              toy_data):
+    """A temperature sweep: the teacher's logits do not depend on T, so one baseline_targets
+    serves every run, and each run trains exactly the student it trains on its own."""
+    from tinylab.distill import baseline_targets
+
+    model, tok = teacher
+    calls = []
+    hook = model.register_forward_hook(lambda *args: calls.append(1))
+    own = {}
+    for t in (1.0, 4.0):
+        student = make_student(model, cfg, dropout=False)
+        train_baseline(cfg.replace(f"kd.temperature={t}"), model, student, toy_data, "hinton",
+                       tokenizer=tok, run=QUIET)
+        own[t] = student
+    alone_calls, calls[:] = len(calls), []
+    targets = baseline_targets(cfg, model, toy_data, tokenizer=tok, passes=2.0, run=QUIET)
+    for t in (1.0, 4.0):
+        student = make_student(model, cfg, dropout=False)
+        train_baseline(cfg.replace(f"kd.temperature={t}"), model, student, toy_data, "hinton",
+                       tokenizer=tok, run=QUIET, targets=targets)
+        assert same_weights(student, own[t]), t
+    assert 0 < len(calls) < alone_calls    # evaluation passes remain; the targets are shared
+    hook.remove()
+    with pytest.raises(ValueError, match="targets cover"):
+        train_baseline(cfg, model, make_student(model, cfg), {**toy_data, "train":
+                       toy_data["train"].select(range(8))}, "hinton", tokenizer=tok, run=QUIET,
+                       targets=targets)

@@ -35,12 +35,13 @@ from tinylab.distill.checkpoint import CheckpointError
 from tinylab.distill.history import History, StageLog
 from tinylab.distill.loop import NonFiniteLossError, StepInfo, train_stage
 from tinylab.distill.options import RunOptions
-from tinylab.distill.stages import (BASELINES, finetune_teacher, general_distillation,
-                                    general_student, task_distillation, train_baseline)
+from tinylab.distill.stages import (BASELINES, baseline_targets, finetune_teacher,
+                                    general_distillation, general_student, task_distillation,
+                                    train_baseline)
 from tinylab.distill.teacher_outputs import TeacherOutputs
 
 __all__ = ["History", "StageLog", "finetune_teacher", "general_distillation", "general_student",
-           "task_distillation", "train_baseline", "BASELINES", "train_stage", "StepInfo",
+           "task_distillation", "train_baseline", "baseline_targets", "BASELINES", "train_stage", "StepInfo",
            "NonFiniteLossError", "CheckpointError", "TeacherOutputs", "make_accelerator",
            "teacher_cache_key", "general_cache_key", "RunOptions"]
 from tinylab.distill.objectives import train_distilbert, train_minilm  # noqa: E402 (notebook 08)

@@ -327,9 +327,30 @@ def task_distillation(cfg: Config, teacher, student, train, validation=None, *, 
 # Baselines
 # --------------------------------------------------------------------------------------------
 
+def baseline_targets(cfg: Config, teacher, data, *, tokenizer=None, passes: float = 1.0,
+                     run: RunOptions | None = None) -> TeacherOutputs:
+    """The teacher's logits on ``data["train"]``, computed once, for several
+    :func:`train_baseline` runs on the same labelled set (``targets=``).
+
+    A logit does not depend on the distillation temperature or on alpha: only the loss does.
+    So a temperature sweep computes the teacher's pass once and reuses it for every run;
+    ``passes``: how often the runs together read each example (the cache is kept in memory
+    when that is more than once). Every run must use the same ``cfg.data.max_length`` and
+    training set.
+    """
+    run = as_run_options(run).with_accelerator(cfg)
+    tokenizer = tokenizer_for(teacher, tokenizer)
+    ds = training_set(data["train"], tokenizer, cfg.data.max_length, labels=True)
+    return TeacherOutputs(teacher, ds, tokenizer, {"hidden_states": [], "attentions": [],
+                                                   "logits": True},
+                          passes=passes, enabled=cfg.cache_teacher_outputs,
+                          **teacher_outputs_options(cfg, run))
+
+
 def train_baseline(cfg: Config, teacher, student, data, kind: str = "gold", *,
                    stage: StageConfig | None = None, tokenizer=None,
-                   run: RunOptions | None = None) -> History:
+                   run: RunOptions | None = None,
+                   targets: TeacherOutputs | None = None) -> History:
     """Train ``student`` in place the simple way, for a fair comparison with TinyBERT.
 
     * ``kind="gold"``: cross-entropy on the gold labels of ``data["train"]`` - no teacher at
@@ -347,7 +368,9 @@ def train_baseline(cfg: Config, teacher, student, data, kind: str = "gold", *,
     Same loop, same seed, and by default the same budget and optimiser settings as TinyBERT's
     prediction stage (``cfg.task_prediction``); pass ``stage`` for another budget. ``data``:
     a mapping with ``"train"`` (texts; labels needed for ``"gold"``) and ``"validation"``.
-    The history's stage is named ``kind``.
+    The history's stage is named ``kind``. ``targets``: the teacher's logits from
+    :func:`baseline_targets`, shared by several runs on the same labelled set (``"kd"`` and
+    ``"hinton"``); by default each run computes its own.
     """
     run = as_run_options(run)
     if kind not in BASELINES:
@@ -375,11 +398,16 @@ def train_baseline(cfg: Config, teacher, student, data, kind: str = "gold", *,
         # Class c of the teacher must be class c of the student (the KD loss pairs them).
         check_compatible(teacher, student, tokenizer=tokenizer, need_attention=False,
                          layer_mapping=None)
-        targets = TeacherOutputs(teacher, ds, tokenizer, {"hidden_states": [], "attentions": [],
-                                                          "logits": True},
-                                 passes=expected_passes(stage, len(ds), accelerator.num_processes),
-                                 enabled=cfg.cache_teacher_outputs,
-                                 **teacher_outputs_options(cfg, run))
+        if targets is None:
+            targets = TeacherOutputs(teacher, ds, tokenizer, {"hidden_states": [],
+                                                              "attentions": [], "logits": True},
+                                     passes=expected_passes(stage, len(ds),
+                                                            accelerator.num_processes),
+                                     enabled=cfg.cache_teacher_outputs,
+                                     **teacher_outputs_options(cfg, run))
+        elif len(targets) != len(ds):
+            raise ValueError(f"targets cover {len(targets)} examples, the training set has "
+                             f"{len(ds)}: build them with baseline_targets on the same data")
 
         if kind == "kd":
             def loss_fn(m, batch):

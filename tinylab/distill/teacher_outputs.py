@@ -146,6 +146,7 @@ class TeacherOutputs:
         self.store: list[dict[str, torch.Tensor]] | None = None
         self.layout = self.need  # which tensors the store holds, in order
         lengths = [len(ids) for ids in train["input_ids"]]
+        self.num_examples = len(lengths)
         budget = _budget(memory_budget)
         size = estimate_cache_bytes(lengths, self.need, teacher.config)
         self.shared_path: Path | None = None
@@ -368,6 +369,10 @@ class TeacherOutputs:
     def cached(self) -> bool:
         """Whether targets come from the cache (built now or on first use)."""
         return self.store is not None or self._pending is not None
+
+    def __len__(self) -> int:
+        """The number of examples of the training set the targets are for."""
+        return self.num_examples
 
     def summary(self) -> dict[str, Any]:
         """``info`` rounded for logs and reports."""
