@@ -1,7 +1,10 @@
 """Shared test fixtures: tiny random BERTs saved with ``save_pretrained`` (so tests exercise the
-same loading code a hub name uses) and the real offline teacher asset."""
+same loading code a hub name uses), the real offline teacher asset, students built from a
+teacher (:func:`make_student`) and the meta-device stand-in for the training loop
+(:func:`meta_loop`)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -103,3 +106,87 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("TINYLAB_CACHE", str(cache))
     return cache
+
+
+LABELS = ["negative", "positive"]
+
+
+def make_student(teacher_model, cfg, *, dropout: bool = True, seed: int = 0):
+    """A student built from ``teacher_model`` by ``cfg.student`` after ``torch.manual_seed(seed)``
+    (so two calls give the same weights), labels ``negative`` / ``positive``; with
+    ``dropout=False`` every dropout layer is switched off (p = 0), for runs compared step by step
+    with a reference."""
+    from tinylab.models import build_student
+
+    torch.manual_seed(seed)
+    student = build_student(teacher_model, cfg.student, id2label=LABELS)
+    if not dropout:
+        for module in student.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+    return student
+
+
+# --------------------------------------------------------------------------------------------
+# The meta device: the GPU path checked without a GPU (tests/test_device.py explains it)
+# --------------------------------------------------------------------------------------------
+
+META = torch.device("meta")
+
+
+class MetaAccelerator:
+    """The part of ``accelerate.Accelerator`` the stage functions use, on the meta device."""
+
+    device = META
+    num_processes, process_index = 1, 0
+    is_main_process = True
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def wait_for_everyone(self):
+        pass
+
+
+@pytest.fixture()
+def meta_loop(monkeypatch):
+    """Replace the loop by one step on the meta device; record what every stage computed.
+
+    Every stage (``stages``, stage b in ``stage_parts``, the other objectives in
+    ``objectives``) calls the stand-in instead of ``train_stage``: it puts the modules and one
+    real batch on ``meta`` (through the loop's own ``batch_to_device``), calls the stage's own
+    ``loss_fn`` and ``backward``, and checks that every loss, and every gradient of a trained
+    weight, is on ``meta``. Returns the list of ``(stage name, sorted loss names)``."""
+    from transformers import masking_utils
+
+    from tinylab.distill import loop, objectives, stage_parts, stages
+    from tinylab.distill.history import History, StageLog
+
+    calls = []
+
+    def one_meta_step(name, *, modules, loss_fn, train, tokenizer, stage, seed, **_):
+        loader = loop.make_loader(train, tokenizer, stage.batch_size, seed, True)
+        batch = loop.collate(loader, loop.epoch_batches(loader, 0)[0])
+        for module in modules.values():
+            module.to(META)
+        batch = loop.batch_to_device(batch, META)
+        losses = loss_fn(modules, batch)
+        assert {v.device for v in losses.values()} == {META}, (name, losses)
+        losses["total"].backward()
+        trained = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+        assert trained and all(p.grad is None or p.grad.device == META for p in trained)
+        assert any(p.grad is not None for p in trained), f"{name}: no gradient reached a weight"
+        calls.append((name, sorted(losses)))
+        history = History()
+        history.stages[name] = StageLog(info={"total_steps": 1})
+        return history
+
+    monkeypatch.setattr(stages, "train_stage", one_meta_step)
+    monkeypatch.setattr(stage_parts, "train_stage", one_meta_step)  # stage b
+    monkeypatch.setattr(objectives, "train_stage", one_meta_step)
+    # transformers skips the padding mask when it sees none (reads values); keep it on meta.
+    original = masking_utils._ignore_bidirectional_mask_sdpa
+    monkeypatch.setattr(masking_utils, "_ignore_bidirectional_mask_sdpa",
+                        lambda mask, *a, **k: False if mask is not None
+                        and mask.device.type == "meta" else original(mask, *a, **k))
+    return calls

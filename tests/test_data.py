@@ -12,7 +12,8 @@ import torch
 
 from tinylab import data
 from tinylab.config import DataConfig, get_config
-from tinylab.data import normalize_text
+from tinylab.data import general, normalize_text
+from tinylab.data.files import asset_folder
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,10 +540,10 @@ def test_malformed_task_files_are_refused_naming_the_file(tmp_path, name, conten
 
 def test_general_exclude_leaves_a_source_out():
     # This test is about how the offline corpus is assembled from its sources, so it reads
-    # the sources through data's private helpers.
-    folder = data._asset_folder("general-text")
-    by_source = {name: set(data._general_sentences(
-        ((s, d) for s, d in data._offline_general_documents(folder) if s == name), 5))
+    # the sources through tinylab.data.general's private helpers.
+    folder = asset_folder("general-text")
+    by_source = {name: set(general._general_sentences(
+        ((s, d) for s, d in general._offline_general_documents(folder) if s == name), 5))
         for name in data.GENERAL_SOURCES}
     full = set(data.load_general_corpus(DataConfig())["text"])
     without = set(data.load_general_corpus(DataConfig(general_exclude="debates"))["text"])

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import toy_texts
+from conftest import META, MetaAccelerator, make_student, toy_texts
 
 from tinylab import device as dev
 from tinylab.distill.options import RunOptions
@@ -27,10 +27,8 @@ from tinylab.distill.options import RunOptions
 QUIET = RunOptions(progress=False)
 from tinylab.config import get_config
 from tinylab.distill import loop, stage_parts, stages
-from tinylab.distill.history import History, StageLog
 
 LABELS = ["negative", "positive"]
-META = torch.device("meta")
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,12 +94,12 @@ def test_this_cpu_reports_its_bf16_flag():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cli_refuses_cuda_before_any_data_loads(tmp_path, capsys, monkeypatch):
-    from tinylab import cli, data
+    from tinylab import cli, pipeline
 
     def no_loading(*args, **kwargs):
         raise AssertionError("data was loaded before the device was checked")
 
-    monkeypatch.setattr(data, "load_task", no_loading)
+    monkeypatch.setattr(pipeline, "load_task", no_loading)  # where distill loads it
     out = tmp_path / "run"
     code = cli.main(["distill", "--profile", "ci", "--output", str(out), "--set", "device=cuda"])
     err = capsys.readouterr().err.strip()
@@ -188,22 +186,8 @@ def test_evaluation_moves_inputs_to_the_model(tiny_bert_dir):
 
 
 # --------------------------------------------------------------------------------------------
-# The stages' loss functions on the meta device
+# The stages' loss functions on the meta device (MetaAccelerator, meta_loop: conftest.py)
 # --------------------------------------------------------------------------------------------
-
-class MetaAccelerator:
-    """The part of ``accelerate.Accelerator`` the stage functions use, on the meta device."""
-
-    device = META
-    num_processes, process_index = 1, 0
-    is_main_process = True
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def wait_for_everyone(self):
-        pass
-
 
 def _texts(n: int, seed: int) -> list[str]:
     return toy_texts(n, seed, max_words=10)
@@ -231,39 +215,11 @@ def cfg(tiny_teacher_dir):
         "task_prediction.batch_size": 8, "cache_teacher_outputs": False, "device": "cpu"})
 
 
-@pytest.fixture()
-def meta_loop(monkeypatch):
-    """Replace the loop by one step on the meta device; record what every stage computed."""
-    calls = []
-
-    def one_meta_step(name, *, modules, loss_fn, train, tokenizer, stage, seed, **_):
-        loader = loop.make_loader(train, tokenizer, stage.batch_size, seed, True)
-        batch = loop.collate(loader, loop.epoch_batches(loader, 0)[0])
-        for module in modules.values():
-            module.to(META)
-        batch = loop.batch_to_device(batch, META)
-        losses = loss_fn(modules, batch)
-        assert {v.device for v in losses.values()} == {META}, (name, losses)
-        losses["total"].backward()
-        trained = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
-        assert trained and all(p.grad is None or p.grad.device == META for p in trained)
-        assert any(p.grad is not None for p in trained), f"{name}: no gradient reached a weight"
-        calls.append((name, sorted(losses)))
-        history = History()
-        history.stages[name] = StageLog(info={"total_steps": 1})
-        return history
-
-    monkeypatch.setattr(stages, "train_stage", one_meta_step)
-    monkeypatch.setattr(stage_parts, "train_stage", one_meta_step)  # stage b
-    return calls
-
-
 def _models(cfg):
-    from tinylab.models import build_student, load_teacher
+    from tinylab.models import load_teacher
 
     teacher, tokenizer = load_teacher(cfg.teacher.model, id2label=LABELS)
-    torch.manual_seed(0)
-    return teacher, build_student(teacher, cfg.student, id2label=LABELS), tokenizer
+    return teacher, make_student(teacher, cfg), tokenizer
 
 
 def test_teacher_finetuning_step_on_meta(cfg, toy_data, meta_loop):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import toy_texts
+from conftest import make_student, toy_texts
 
 from tinylab.distill.options import RunOptions
 
@@ -88,18 +88,6 @@ def teacher(tiny_teacher_dir):
     from tinylab.models import load_teacher
 
     return load_teacher(tiny_teacher_dir, id2label=LABELS)
-
-
-def make_student(teacher_model, cfg, seed: int = 0, dropout: bool = True):
-    from tinylab.models import build_student
-
-    torch.manual_seed(seed)
-    student = build_student(teacher_model, cfg.student, id2label=LABELS)
-    if not dropout:
-        for m in student.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.p = 0.0
-    return student
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

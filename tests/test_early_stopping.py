@@ -12,7 +12,8 @@ from tinylab.distill import train_stage
 from tinylab.distill.early_stopping import EarlyStopping
 from tinylab.distill.stage_parts import training_set
 
-from test_distill import LABELS, Interrupt, cfg, make_student, teacher, toy_data  # noqa: F401
+from conftest import make_student
+from test_distill import LABELS, Interrupt, cfg, teacher, toy_data  # noqa: F401
 
 
 def test_observe_counts_patience_and_restores_the_best_weights():

@@ -61,7 +61,7 @@ def test_a_huge_text_is_refused_naming_its_row(tmp_path, capsys, monkeypatch):
     task = _csv(tmp_path / "t.csv", rows)
     with pytest.raises(ValueError, match=r"row 17 has 125,000 characters"):
         load_task(DataConfig(task=str(task)))
-    monkeypatch.setattr("tinylab.distill.stages.finetune_teacher",
+    monkeypatch.setattr("tinylab.pipeline.finetune_teacher",
                         lambda *a, **k: pytest.fail("trained on a refused file"))
     code = cli.main(["distill", "--profile", "ci", "--output", str(tmp_path / "o"),
                      "--set", f"data.task={task}"])

@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical, kl_divergence
 
-from conftest import toy_texts
+from conftest import MetaAccelerator, make_student, toy_texts
 
 from tinylab.distill.options import RunOptions
 
 QUIET = RunOptions(progress=False)
 from tinylab.config import get_config
-from tinylab.distill import loop, objectives, stage_parts, stages, task_distillation
+from tinylab.distill import objectives, task_distillation
 from tinylab.distill.objectives import (DISTILBERT_WEIGHTS, attention_values, describe_needs,
                                         hidden_projection, teacher_needs, train_distilbert,
                                         train_minilm)
@@ -61,18 +61,6 @@ def teacher(tiny_teacher_dir):
     from tinylab.models import load_teacher
 
     return load_teacher(tiny_teacher_dir, id2label=LABELS)
-
-
-def make_student(teacher_model, cfg, *, dropout: bool = False):
-    from tinylab.models import build_student
-
-    torch.manual_seed(0)
-    student = build_student(teacher_model, cfg.student, id2label=LABELS)
-    if not dropout:
-        for module in student.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
-    return student
 
 
 def first_batch(cfg, tokenizer, data, batch_size, *, labels):
@@ -157,8 +145,10 @@ def test_training_functions_ask_the_teacher_for_what_teacher_needs_lists(cfg, te
     monkeypatch.setattr(objectives, "TeacherOutputs", Recording)
     model, tok = teacher
     cfg = cfg.replace("task_prediction.enabled=False")
-    train_distilbert(cfg, model, make_student(model, cfg), toy_data, tokenizer=tok, run=QUIET)
-    train_minilm(cfg, model, make_student(model, cfg), toy_data["train"], tokenizer=tok, run=QUIET)
+    train_distilbert(cfg, model, make_student(model, cfg, dropout=False), toy_data, tokenizer=tok,
+                     run=QUIET)
+    train_minilm(cfg, model, make_student(model, cfg, dropout=False), toy_data["train"],
+                 tokenizer=tok, run=QUIET)
     distil, minilm = asked
     needs = teacher_needs("distilbert", cfg, model.config)
     assert distil["hidden_states"] == needs["hidden_states"] and distil["logits"]
@@ -173,8 +163,8 @@ def test_training_functions_ask_the_teacher_for_what_teacher_needs_lists(cfg, te
 
 def test_distilbert_first_step_matches_the_triple_loss(cfg, teacher, toy_data):
     model, tok = teacher
-    student = make_student(model, cfg)
-    reference = make_student(model, cfg)
+    student = make_student(model, cfg, dropout=False)
+    reference = make_student(model, cfg, dropout=False)
     h = train_distilbert(cfg, model, student, toy_data, tokenizer=tok, run=QUIET)
     log = h["distilbert"]
     assert log.info["total_steps"] == 2 and log.evals[-1]["step"] == 2
@@ -205,14 +195,15 @@ def test_distilbert_first_step_matches_the_triple_loss(cfg, teacher, toy_data):
 def test_distilbert_without_gold_labels_trains_on_unlabelled_text(cfg, teacher, toy_data):
     model, tok = teacher
     unlabelled = {"train": toy_data["train"].remove_columns("label")}
-    student = make_student(model, cfg)
+    student = make_student(model, cfg, dropout=False)
     before = copy.deepcopy(student.state_dict())
     h = train_distilbert(cfg, model, student, unlabelled, weights={"gold": 0}, tokenizer=tok,
                          run=QUIET)
     assert "gold" not in h["distilbert"].steps[0]
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
     with pytest.raises(ValueError, match="needs a 'label' column"):
-        train_distilbert(cfg, model, make_student(model, cfg), unlabelled, tokenizer=tok, run=QUIET)
+        train_distilbert(cfg, model, make_student(model, cfg, dropout=False), unlabelled,
+                         tokenizer=tok, run=QUIET)
     with pytest.raises(ValueError, match=r"unknown DistilBERT weight\(s\) \['mlm'\]"):
         train_distilbert(cfg, model, student, toy_data, weights={"mlm": 1.0}, tokenizer=tok)
 
@@ -236,8 +227,8 @@ def eager_probabilities_and_values(model, inputs):
 
 def test_minilm_first_step_matches_eager_attention_and_hooked_values(cfg, teacher, toy_data):
     model, tok = teacher
-    student = make_student(model, cfg)
-    reference = make_student(model, cfg)
+    student = make_student(model, cfg, dropout=False)
+    reference = make_student(model, cfg, dropout=False)
     h = train_minilm(cfg, model, student, toy_data["train"], toy_data["validation"],
                      tokenizer=tok, run=QUIET)
     assert list(h) == ["minilm", "prediction"]
@@ -273,7 +264,7 @@ def test_minilm_stage_b_is_tinyberts_prediction_stage(cfg, teacher, toy_data):
     """After stage a, MiniLM's stage b trains exactly as task_distillation's stage b would."""
     model, tok = teacher
     only_a = cfg.replace("task_prediction.enabled=False")
-    student = make_student(model, cfg, dropout=True)
+    student = make_student(model, cfg)
     head = {k: v.clone() for k, v in student.state_dict().items() if k.startswith("classifier")}
     h_a = train_minilm(only_a, model, student, toy_data["train"], tokenizer=tok, run=QUIET)
     assert list(h_a) == ["minilm"]
@@ -291,65 +282,21 @@ def test_minilm_needs_the_teachers_head_count(cfg, teacher, toy_data):
     model, tok = teacher
     two_heads = cfg.replace("student.num_heads=2")
     with pytest.raises(ValueError, match="heads: teacher 4, student 2"):
-        train_minilm(two_heads, model, make_student(model, two_heads), toy_data["train"],
-                     tokenizer=tok, run=QUIET)
+        train_minilm(two_heads, model, make_student(model, two_heads, dropout=False),
+                     toy_data["train"], tokenizer=tok, run=QUIET)
 
 
 # --------------------------------------------------------------------------------------------
 # Device placement (see tests/test_device.py): every tensor of the loss on the training device
 # --------------------------------------------------------------------------------------------
 
-class MetaAccelerator:
-    device = torch.device("meta")
-    num_processes, process_index, is_main_process = 1, 0, True
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def wait_for_everyone(self):
-        pass
-
-
-@pytest.fixture()
-def meta_loop(monkeypatch):
-    from tinylab.distill.history import History, StageLog
-
-    calls = []
-
-    def one_meta_step(name, *, modules, loss_fn, train, tokenizer, stage, seed, **_):
-        loader = loop.make_loader(train, tokenizer, stage.batch_size, seed, True)
-        batch = loop.collate(loader, loop.epoch_batches(loader, 0)[0])
-        for module in modules.values():
-            module.to(MetaAccelerator.device)
-        losses = loss_fn(modules, loop.batch_to_device(batch, MetaAccelerator.device))
-        assert {v.device.type for v in losses.values()} == {"meta"}, (name, losses)
-        losses["total"].backward()
-        assert any(p.grad is not None for m in modules.values() for p in m.parameters())
-        calls.append((name, sorted(losses)))
-        history = History()
-        history.stages[name] = StageLog(info={"total_steps": 1})
-        return history
-
-    monkeypatch.setattr(objectives, "train_stage", one_meta_step)
-    monkeypatch.setattr(stages, "train_stage", one_meta_step)
-    monkeypatch.setattr(stage_parts, "train_stage", one_meta_step)  # stage b
-    # transformers skips the padding mask when it sees none (reads values); keep it on meta.
-    from transformers import masking_utils
-
-    original = masking_utils._ignore_bidirectional_mask_sdpa
-    monkeypatch.setattr(masking_utils, "_ignore_bidirectional_mask_sdpa",
-                        lambda mask, *a, **k: False if mask is not None
-                        and mask.device.type == "meta" else original(mask, *a, **k))
-    return calls
-
-
 def test_objectives_compute_on_the_training_device(cfg, teacher, toy_data, meta_loop):
     model, tok = teacher
     cfg = cfg.replace("cache_teacher_outputs=False")
-    train_distilbert(cfg, model, make_student(model, cfg), toy_data, tokenizer=tok,
+    train_distilbert(cfg, model, make_student(model, cfg, dropout=False), toy_data, tokenizer=tok,
                      run=RunOptions(accelerator=MetaAccelerator(), progress=False))
-    train_minilm(cfg, model, make_student(model, cfg), toy_data["train"], tokenizer=tok,
-                 run=RunOptions(accelerator=MetaAccelerator(), progress=False))
+    train_minilm(cfg, model, make_student(model, cfg, dropout=False), toy_data["train"],
+                 tokenizer=tok, run=RunOptions(accelerator=MetaAccelerator(), progress=False))
     assert meta_loop == [("distilbert", ["cosine", "gold", "soft", "total"]),
                          ("minilm", ["attention", "total", "value_relation"]),
                          ("prediction", ["prediction", "total"])]
@@ -362,10 +309,10 @@ def test_objectives_train_under_bf16_autocast(cfg, teacher, toy_data):
     outside the autocast forward and the 16-bit scores must still give finite float32 losses."""
     model, tok = teacher
     bf16 = cfg.replace("precision=bf16", "task_prediction.enabled=False")
-    h = train_distilbert(bf16, model, make_student(model, bf16), toy_data, tokenizer=tok,
-                         stage=bf16.task_intermediate, run=QUIET)
-    m = train_minilm(bf16, model, make_student(model, bf16), toy_data["train"], tokenizer=tok,
-                     run=QUIET)
+    h = train_distilbert(bf16, model, make_student(model, bf16, dropout=False), toy_data,
+                         tokenizer=tok, stage=bf16.task_intermediate, run=QUIET)
+    m = train_minilm(bf16, model, make_student(model, bf16, dropout=False), toy_data["train"],
+                     tokenizer=tok, run=QUIET)
     for log in (h["distilbert"], m["minilm"]["minilm"]):
         assert log.info["total_steps"] == 3
         assert all(math.isfinite(v) for step in log.steps for v in step.values())

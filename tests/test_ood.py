@@ -291,7 +291,7 @@ def test_load_ood_rule_on_a_small_file(tmp_path, monkeypatch):
              "9\t-2.0\trated both ways",
              "10\t-0.99\talmost negative"]
     (tmp_path / "amazon_reviews.txt").write_bytes("\r\n".join(lines).encode())
-    monkeypatch.setattr(data, "_asset_folder", lambda name: tmp_path)
+    monkeypatch.setattr(data.ood, "asset_folder", lambda name: tmp_path)  # load_ood's folder
 
     ds = data.load_ood("amazon")
     assert list(zip(ds["text"], ds["label"])) == [
@@ -312,7 +312,7 @@ def test_load_ood_bad_input(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=r"neutral must be in \(0, 4\]"):
             data.load_ood("amazon", neutral=neutral)
     (tmp_path / "tweets.txt").write_text("1\t2.0\tfine\nbroken line\n")
-    monkeypatch.setattr(data, "_asset_folder", lambda name: tmp_path)
+    monkeypatch.setattr(data.ood, "asset_folder", lambda name: tmp_path)  # load_ood's folder
     with pytest.raises(ValueError, match=r"tweets\.txt:2: expected id<TAB>mean rating<TAB>text"):
         data.load_ood("tweets")
 

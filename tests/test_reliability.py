@@ -22,12 +22,12 @@ from tinylab.run_folder import MARKER, claim_output_dir, config_differences
 
 
 def _no_data_loading(monkeypatch):
-    from tinylab import data
+    from tinylab import pipeline
 
     def refuse(*args, **kwargs):
         raise AssertionError("data was loaded before the input was checked")
 
-    monkeypatch.setattr(data, "load_task", refuse)
+    monkeypatch.setattr(pipeline, "load_task", refuse)  # where tinylab distill loads it
 
 
 def _one_line_exit_2(capsys, argv) -> str:

@@ -12,12 +12,12 @@ def nothing_loads(monkeypatch):
     """Loading data or any model fails the test: the checks must come first."""
     import transformers
 
-    from tinylab import data
+    from tinylab import pipeline
 
     def refuse(*args, **kwargs):
         raise AssertionError("work started before the settings were checked")
 
-    monkeypatch.setattr(data, "load_task", refuse)
+    monkeypatch.setattr(pipeline, "load_task", refuse)  # where tinylab distill loads it
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", refuse)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
@@ -102,10 +102,10 @@ def test_cache_variable_naming_a_file(capsys, tmp_path, nothing_loads, monkeypat
 
 
 def test_dangling_output_link(capsys, tmp_path, monkeypatch):
-    from tinylab import data
+    from tinylab import pipeline
 
     # (the student-shape check before it reads the teacher's config.json: allowed)
-    monkeypatch.setattr(data, "load_task", lambda *a, **k: pytest.fail("data loaded"))
+    monkeypatch.setattr(pipeline, "load_task", lambda *a, **k: pytest.fail("data loaded"))
     link = tmp_path / "out"
     link.symlink_to(tmp_path / "missing")
     err = _refused(capsys, tmp_path, output=link)

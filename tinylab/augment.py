@@ -59,11 +59,19 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+import datasets
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
+from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+from tinylab.assets import cache_dir, resolve_model_path
+from tinylab.atomic import atomic_path
 from tinylab.config import AugmentConfig, config_hash
+from tinylab.evaluate import predict_logits
+from tinylab.models import load_pretrained
 
 __all__ = [
     "STOP_WORDS", "split_words", "is_eligible", "embedding_candidates", "mlm_candidates",
@@ -322,11 +330,6 @@ def _load_mlm(cfg: AugmentConfig, mlm: Any, mlm_tokenizer: Any, tokenizer: Any):
     if mlm is None and cfg.mlm_model is None:
         return None, None
     if mlm is None:
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-        from tinylab.assets import resolve_model_path
-        from tinylab.models import load_pretrained
-
         path = resolve_model_path(cfg.mlm_model)
         mlm = load_pretrained(AutoModelForMaskedLM, path)
         mlm_tokenizer = mlm_tokenizer or AutoTokenizer.from_pretrained(path)
@@ -361,8 +364,6 @@ def augment_dataset(ds: Any, tokenizer: Any, teacher: Any, cfg: AugmentConfig, *
     labels, the tokenizer vocabulary, ``cfg``, ``seed`` and the candidate source (teacher
     embedding table or MLM).
     """
-    import datasets
-
     _check_cfg(cfg)
     if "text" not in ds.column_names:
         raise ValueError(f"augment_dataset needs a 'text' column; columns: {ds.column_names}")
@@ -392,8 +393,6 @@ def augment_dataset(ds: Any, tokenizer: Any, teacher: Any, cfg: AugmentConfig, *
 
     path = None
     if cache:
-        from tinylab.assets import cache_dir
-
         # cfg holds the MLM's name; an MLM object is identified by its weights instead
         mlm_id = None if mlm is None else (getattr(mlm, "name_or_path", ""),
                                            _tensor_digest(mlm.get_input_embeddings().weight))
@@ -482,16 +481,11 @@ def _candidates(split, tokenizer, emb, mlm, mlm_tokenizer, cfg, progress):
 
 def _write_parquet(ds: Any, path: Path) -> None:
     """Write ``ds`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    from tinylab.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         ds.to_parquet(str(tmp))
 
 
 def _read_parquet(path: Path, features: Any):
-    import datasets
-    import pyarrow.parquet as pq
-
     return datasets.Dataset(pq.read_table(path)).cast(features)
 
 
@@ -515,8 +509,6 @@ def _shown_texts(ds) -> list[str]:
 
 
 def _teacher_view(aug_ds, teacher, tokenizer, source_ids, batch_size):
-    from tinylab.evaluate import predict_logits
-
     wanted = set(source_ids)
     idx = [i for i, s in enumerate(aug_ds["source_idx"]) if s in wanted]
     sub = aug_ds.select(idx)
@@ -559,8 +551,6 @@ def inspect_augmentations(aug_ds: Any, teacher: Any, tokenizer: Any, *, n: int =
     The agreement rate of :func:`teacher_agreement` (over up to ``max_sources`` sources) is in
     ``df.attrs["agreement_rate"]`` and ``df.attrs["agreement_n"]``.
     """
-    import pandas as pd
-
     agreement = teacher_agreement(aug_ds, teacher, tokenizer, batch_size=batch_size,
                                   max_sources=max_sources, seed=seed)
     shown = _sample_sources(aug_ds, n, seed)

@@ -463,6 +463,8 @@ def _check_ranges(cfg: Config) -> None:
 
 def _check_choices(cfg: Config) -> None:
     """Settings with a fixed set of values: refuse a typo before any work, naming the key."""
+    # Here, not at the top: tinylab.device loads torch, and importing config must not (the
+    # course tooling imports it without building a configuration: `tinylab course ...`).
     from tinylab.device import DEVICES, PRECISIONS
 
     choices = {"device": (cfg.device, DEVICES), "precision": (cfg.precision, PRECISIONS)}

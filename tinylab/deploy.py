@@ -42,7 +42,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
+from torch.utils.benchmark import Timer
+
+from tinylab.device import model_device
+from tinylab.evaluate import default_max_length, latency_inputs
 
 __all__ = ["DEFAULT_OPSET", "ONNX_INPUTS", "OnnxNotAvailableError", "onnx_available",
            "export_onnx", "quantize_onnx", "onnx_session", "predict_onnx", "latency_table",
@@ -217,8 +222,6 @@ def export_onnx(model: torch.nn.Module, tokenizer: Any, path: str | os.PathLike,
     exporter), readable with ``session.get_modelmeta().custom_metadata_map``. Returns ``path``
     as a ``Path``.
     """
-    from tinylab.evaluate import default_max_length
-
     path = Path(path)
     _check_folder(path, "ONNX file")
     for module in ("onnx", "onnxruntime", "onnxscript"):
@@ -425,12 +428,6 @@ def latency_table(models: Mapping[str, Any], tokenizer: Any, texts: Sequence[str
     ``runtime`` (``"onnxruntime"`` / ``"pytorch"``), ``threads``, ``seq_len``, ``batch_size``,
     ``median_ms``, ``p90_ms``, ``examples_per_s`` (= batch_size / median), ``repeats``.
     """
-    import pandas as pd
-    from torch.utils.benchmark import Timer
-
-    from tinylab.device import model_device
-    from tinylab.evaluate import latency_inputs
-
     if repeats < 1 or warmup < 0 or batch_size < 1 or (batches is not None and batches < 1):
         raise ValueError(f"need repeats >= 1, warmup >= 0, batch_size >= 1 and batches >= 1, "
                          f"got repeats={repeats}, warmup={warmup}, batch_size={batch_size}, "

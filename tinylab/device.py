@@ -34,6 +34,9 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import DistributedDataParallelKwargs
 
 __all__ = ["DEVICES", "PRECISIONS", "resolve_device", "resolve_precision",
            "resolve_device_and_precision", "make_accelerator", "cpu_supports_bf16", "to_device",
@@ -158,9 +161,6 @@ def make_accelerator(device: str = "auto", precision: str = "fp32", **kwargs: An
     precision starts Accelerate's state afresh; in a multi-process run it is refused in one
     line (every process must train in the same precision).
     """
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
     target, resolved = resolve_device_and_precision(device, precision)
     kwargs.setdefault("cpu", target.type == "cpu")
     kwargs.setdefault("mixed_precision", accelerate_precision(resolved))
@@ -174,8 +174,6 @@ def make_accelerator(device: str = "auto", precision: str = "fp32", **kwargs: An
 
 def _allow_precision_change(mixed_precision: str) -> None:
     """Let a single process switch Accelerate's mixed precision (see :func:`make_accelerator`)."""
-    from accelerate.state import AcceleratorState, PartialState
-
     if not AcceleratorState._shared_state:
         return  # nothing set yet
     current = AcceleratorState._shared_state.get("_mixed_precision")

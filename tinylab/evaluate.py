@@ -25,9 +25,13 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
+from torch.utils.benchmark import Timer
+from transformers import DataCollatorWithPadding
 
-from tinylab.device import model_device
+from tinylab.data import make_dataloader, tokenize
+from tinylab.device import model_device, synchronize
 
 __all__ = [
     "predict_logits", "evaluate_model", "classification_metrics", "count_parameters",
@@ -133,8 +137,6 @@ def _predict_texts(model, texts, tokenizer, batch_size, max_length) -> torch.Ten
 
 def _predict_dataset(model, ds, tokenizer, batch_size, max_length):
     if "input_ids" not in ds.column_names and "text_pair" in ds.column_names:
-        from tinylab.data import tokenize  # a pair task: both texts, in BERT's two segments
-
         ds = tokenize(ds, tokenizer, max_length or default_max_length(model, tokenizer))
     label_col = _label_column(ds)
     labels = torch.as_tensor(np.asarray(ds[label_col]), dtype=torch.long) if label_col else None
@@ -142,7 +144,6 @@ def _predict_dataset(model, ds, tokenizer, batch_size, max_length):
         if tokenizer is None:
             raise ValueError("a tokenised dataset needs the tokenizer (for its padding id): "
                              "evaluate_model(model, ds, tokenizer)")
-        from transformers import DataCollatorWithPadding
 
         collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
         inputs = ds.select_columns([c for c in _MODEL_INPUTS if c in ds.column_names])
@@ -191,8 +192,6 @@ def gathered_predictions(model: torch.nn.Module, ds: Any, tokenizer: Any, accele
     interleaved order of the shards, which metrics do not care about). With one process this
     is a plain pass over the data.
     """
-    from tinylab.data import make_dataloader, tokenize
-
     label_col = _label_column(ds)
     if label_col is None:
         raise ValueError(f"gathered_predictions needs gold labels; the dataset has columns "
@@ -375,10 +374,6 @@ def _time_interleaved(models: Mapping[str, torch.nn.Module],
     :func:`tinylab.device.synchronize`: GPUs run kernels asynchronously, and a time must
     cover the work, not just its launch.
     """
-    from torch.utils.benchmark import Timer
-
-    from tinylab.device import synchronize
-
     threads = threads or torch.get_num_threads()
     states = {name: m.training for name, m in models.items()}
     timers = {}
@@ -511,8 +506,6 @@ def compare_models(models: Mapping[str, torch.nn.Module], tokenizer: Any, eval_d
     ``params_ratio``, plus ``device`` and ``dtype``. Latencies are measured in this one call,
     rounds interleaved across models; all models must be on one device (else ``ValueError``).
     """
-    import pandas as pd
-
     if not models:
         raise ValueError("compare_models needs at least one model")
     names = list(models)

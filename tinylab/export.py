@@ -31,6 +31,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from tinylab.assets import sha256_file
+from tinylab.atomic import atomic_write_text
+from tinylab.deploy import onnx_card_section, write_folder_onnx
+
 __all__ = ["STANDARD_ATTENTION", "export_student", "model_card"]
 
 #: Attention implementations every transformers install knows; anything else is replaced.
@@ -60,8 +64,6 @@ def _clean_config_json(path: Path) -> None:
             del data[key]  # absent -> transformers picks its default (sdpa) when loading
             changed = True
     if changed:
-        from tinylab.atomic import atomic_write_text
-
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
@@ -181,8 +183,6 @@ def export_student(model: Any, tokenizer: Any, out_dir: str | Path, *,
         _cap_model_max_length(tmp, model)
         card = model_card(config, id2label, metadata)
         if onnx:
-            from tinylab.deploy import onnx_card_section, write_folder_onnx
-
             skipped = write_folder_onnx(model, tokenizer, tmp, id2label=id2label)  # never raises
             card += onnx_card_section(skipped)
         (tmp / "README.md").write_text(card)
@@ -214,8 +214,6 @@ def _replace_files(new: Path, out_dir: Path) -> None:
     still has: stale weights must not sit next to new ones, and an edited file is the user's.
     A folder in the way of one of the export's file names is refused before anything moves.
     """
-    from tinylab.assets import sha256_file
-
     names = sorted((p.relative_to(new) for p in new.rglob("*") if p.is_file()),
                    key=lambda rel: (rel.as_posix() in _WRITTEN_LAST, rel.as_posix()))
     for rel in names:
@@ -241,8 +239,6 @@ def _replace_files(new: Path, out_dir: Path) -> None:
 
 def _write_manifest(folder: Path) -> None:
     """:data:`EXPORT_MANIFEST`: every file of the export in ``folder`` and its sha256."""
-    from tinylab.assets import sha256_file
-
     files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
              if p.is_file() and p.name != EXPORT_MANIFEST}
     (folder / EXPORT_MANIFEST).write_text(json.dumps({"files": files}, indent=1) + "\n")

@@ -25,6 +25,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tinylab.assets import cache_dir, sha256_file
+from tinylab.atomic import atomic_write_text
+
 __all__ = ["file_sha256", "source_fingerprint", "input_fingerprints", "SIDECAR"]
 
 SIDECAR = "fingerprints.json"
@@ -32,8 +35,6 @@ _MAX_REMEMBERED = 4000  # files; the oldest are forgotten first (each costs ~150
 
 
 def _sidecar_path() -> Path:
-    from tinylab.assets import cache_dir
-
     return cache_dir() / SIDECAR
 
 
@@ -46,8 +47,6 @@ def _load_sidecar(path: Path) -> dict[str, Any]:
 
 
 def _hash(path: Path) -> str:
-    from tinylab.assets import sha256_file
-
     return sha256_file(path)
 
 
@@ -72,8 +71,6 @@ def _save(table: dict[str, Any]) -> None:
     while len(table) > _MAX_REMEMBERED:       # dicts keep insertion order: oldest first
         table.pop(next(iter(table)))
     try:
-        from tinylab.atomic import atomic_write_text
-
         atomic_write_text(_sidecar_path(), json.dumps(table, indent=0))
     except OSError:
         pass

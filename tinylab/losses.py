@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tinylab.projections import TinyBertProjections
 from tinylab.projections import width_projection  # W_e / W_h; re-exported for notebook 08
 
 __all__ = ["soft_cross_entropy", "kd_kl_div", "hinton_kd_loss", "attention_mse", "hidden_mse", "layer_map",
@@ -388,8 +389,6 @@ class TinyBertLoss(nn.Module):
                  weights: Mapping[str, float] | None = None, temperature: float = 1.0,
                  scale_t2: bool = False, official_attention: bool = False,
                  official_prediction: bool = False, official_hidden: bool = False) -> None:
-        from tinylab.projections import TinyBertProjections
-
         super().__init__()
         _check_temperature(temperature)
         unknown = set(weights or {}) - set(LOSS_TERMS)

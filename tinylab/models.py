@@ -39,6 +39,7 @@ from torch import nn
 from transformers import (AutoConfig, AutoTokenizer, BertConfig, BertForSequenceClassification,
                           PreTrainedModel)
 
+from tinylab import assets
 from tinylab.attention import SCORES_ATTN, use_attention_scores, uses_attention_scores
 from tinylab.config import StudentConfig
 from tinylab.losses import layer_map
@@ -57,9 +58,7 @@ OFFICIAL_EXTRA_PREFIXES = ("fit_dense", "fit_denses")
 
 
 def _resolve(name_or_path: str | os.PathLike) -> str:
-    from tinylab.assets import resolve_model_path  # imported late: assets pulls in pip helpers
-
-    return resolve_model_path(name_or_path)
+    return assets.resolve_model_path(name_or_path)
 
 
 def _apply_labels(config: Any, num_labels: int | None,

@@ -21,13 +21,31 @@ empty or an earlier run's (``--overwrite`` to write into a folder with other fil
 """
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 import platform
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from tinylab.atomic import atomic_write_text
+from tinylab.augment import augment_dataset
 from tinylab.config import Config
+from tinylab.data import OOD_SETS, load_ood, load_task, tokenize
+from tinylab.device import describe, make_accelerator, resolve_device_and_precision
+from tinylab.distill import (History, RunOptions, finetune_teacher, general_student,
+                             task_distillation)
+from tinylab.distill.cache import general_folder, is_cached, teacher_folder
+from tinylab.distill.checkpoint import remove_checkpoint_tree
+from tinylab.evaluate import compare_models, evaluate_model
+from tinylab.export import export_student
+from tinylab.models import check_student_shape, load_pretrained
+from tinylab.plots import plot_accuracy_latency, plot_history, save_figure
+from tinylab.preflight import check_sources
+from tinylab.run_folder import claim_output_dir
 
 __all__ = ["run_pipeline", "default_output_dir", "library_versions", "results_table"]
 
@@ -42,8 +60,6 @@ def default_output_dir(cfg: Config) -> Path:
 
 def library_versions() -> dict[str, str]:
     """Versions of Python and of the libraries that decide the numbers."""
-    import importlib.metadata as md
-
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for name in ("tinylab", "torch", "transformers", "datasets", "accelerate", "tokenizers",
                  "safetensors", "numpy", "pandas"):
@@ -51,7 +67,6 @@ def library_versions() -> dict[str, str]:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             out[name] = "not installed"
-    import torch
 
     out["torch_threads"] = str(torch.get_num_threads())
     return out
@@ -108,9 +123,6 @@ def out_of_domain(models: dict[str, Any], tokenizer, labels, max_length: int,
     otherwise). A student can match its teacher on the teacher's own domain and still fall
     behind elsewhere; this is where that shows.
     """
-    from tinylab.data import OOD_SETS, load_ood, tokenize
-    from tinylab.evaluate import evaluate_model
-
     if list(labels) != ["negative", "positive"]:
         return {}
     out: dict[str, Any] = {}
@@ -153,17 +165,6 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     returns the report;
     the others return ``{}``.
     """
-    from tinylab.augment import augment_dataset
-    from tinylab.data import load_task
-    from tinylab.distill import (History, RunOptions, finetune_teacher, general_student,
-                                 task_distillation)
-    from tinylab.distill.cache import general_folder, is_cached, teacher_folder
-    from tinylab.distill.checkpoint import remove_checkpoint_tree
-
-    from tinylab.device import describe, make_accelerator, resolve_device_and_precision
-
-    from tinylab.preflight import check_sources
-
     # Names of models and data that cannot be found, then device and precision: a machine
     # that lacks them fails here, before any data loads.
     check_sources(cfg)
@@ -171,8 +172,6 @@ def run_pipeline(cfg: Config, output_dir: str | Path | None = None, resume: bool
     out = Path(output_dir) if output_dir is not None else default_output_dir(cfg)
     accelerator = make_accelerator(cfg.device, cfg.precision)
     main = accelerator.is_main_process
-    from tinylab.models import check_student_shape
-    from tinylab.run_folder import claim_output_dir
 
     check_student_shape(cfg)
     if main:
@@ -253,14 +252,6 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
     they are what gets timed: both loaded on the CPU, in float32, whatever the training device
     (``training_device`` is recorded in the report).
     """
-    from transformers import AutoModelForSequenceClassification
-
-    from tinylab.data import tokenize
-    from tinylab.evaluate import compare_models, evaluate_model
-    from tinylab.export import export_student
-    from tinylab.models import load_pretrained
-    from tinylab.plots import plot_accuracy_latency, plot_history, save_figure
-
     labels = data["train"].features["label"].names
     start = time.perf_counter()
     meta = {"profile": cfg.profile, "config": cfg.to_dict()}
@@ -318,7 +309,6 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
         "config": cfg.to_dict(),
         "versions": library_versions(),
     }
-    from tinylab.atomic import atomic_write_text
 
     history.to_json(out / "history.json")
     save_figure(plot_history(history), out / "history.png")

@@ -22,6 +22,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch, Rectangle
+
+from tinylab.atomic import atomic_path
+from tinylab.losses import layer_map
 
 __all__ = [
     "plot_history", "plot_accuracy_latency", "plot_layer_mapping", "plot_attention",
@@ -168,8 +172,6 @@ def plot_accuracy_latency(df: Any, *, x: str | None = None, y: str = "accuracy",
 
 def _draw_stack(ax: Any, x: float, n_layers: int, label: str, color: str) -> list[float]:
     """Boxes Emb, 1..n, Pred at height 0..1 in a column at ``x``; returns their y centres."""
-    from matplotlib.patches import FancyBboxPatch
-
     names = ["Emb"] + [str(i) for i in range(1, n_layers + 1)] + ["Pred"]
     ys = list(np.linspace(0.0, 1.0, len(names)))
     h = min(0.8 / len(names), 0.08)
@@ -189,8 +191,6 @@ def plot_layer_mapping(num_student_layers: int, num_teacher_layers: int,
     (g(0) = 0) and the prediction layer to the prediction layer. A strategy that is undefined
     for these sizes (uniform needs N to be a multiple of M) gets a panel saying why.
     """
-    from tinylab.losses import layer_map
-
     fig, axes = _grid(len(strategies), max_cols=len(strategies), width=3.2, height=4.6)
     for ax, strategy in zip(axes, strategies):
         ax.set_xlim(-0.4, 1.4)
@@ -311,8 +311,6 @@ def plot_attention(scores_or_probs: Any, tokens: Sequence[str], *,
     compare a teacher's map with a student's. Leave it off for maps of different quantities
     (scores next to probabilities), which each need their own scale.
     """
-    from matplotlib.patches import Rectangle
-
     panels = _attention_panels(scores_or_probs, titles, head)
     tokens = [str(t) for t in tokens]
     for title, a in panels:
@@ -461,7 +459,6 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path
     path = Path(path)
     if not path.suffix:
         raise ValueError(f"{path} has no suffix; add one such as .png or .pdf to choose a format")
-    from tinylab.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=path.suffix[1:].lower())

@@ -14,6 +14,9 @@ import json
 import os
 from pathlib import Path
 
+import datasets
+from huggingface_hub import constants
+
 from tinylab.assets import ASSETS, cache_dir
 from tinylab.config import Config
 from tinylab.data import LOCAL_SUFFIXES, OFFLINE_TASK, check_general_corpus_file, hub_spec
@@ -28,8 +31,6 @@ def _truthy(var: str) -> bool:
 def _hub_cached(name: str, kind: str) -> bool:
     """Whether the Hugging Face cache holds anything for hub ``name`` (``kind``: ``"model"``
     or ``"dataset"``); only folder names are looked at, nothing is read or fetched."""
-    from huggingface_hub import constants
-
     if kind == "dataset":   # "glue/sst2" is the dataset "glue", configuration "sst2"
         name = hub_spec(name)[0]
     repo = name.replace("/", "--")
@@ -37,8 +38,6 @@ def _hub_cached(name: str, kind: str) -> bool:
     if any(hub.glob(f"{kind}s--{repo}")) or any(hub.glob(f"{kind}s--*--{repo}")):
         return True
     if kind == "dataset":   # the datasets library's own cache: "owner___name" folders
-        import datasets
-
         flat = name.replace("/", "___")
         cache = Path(datasets.config.HF_DATASETS_CACHE)
         return any(cache.glob(flat)) or any(cache.glob(f"*___{flat}"))

@@ -21,10 +21,13 @@ makes sure the folder is tinylab's to write into:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from tinylab.atomic import atomic_write_text
 from tinylab.config import Config
+from tinylab.fingerprint import input_fingerprints
 
 __all__ = ["MARKER", "claim_output_dir", "claim_folder", "config_differences"]
 
@@ -53,8 +56,6 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[s
 def _check_not_dangling(out: Path) -> None:
     """A symbolic link to nothing would make ``mkdir`` fail with a bare "File exists"."""
     if out.is_symlink() and not out.exists():
-        import os
-
         raise ValueError(f"output {out} is a symbolic link to {os.readlink(out)}, which does "
                          f"not exist; create that folder or choose another --output")
 
@@ -94,8 +95,6 @@ def claim_folder(out: str | Path, kind: str, *, overwrite: bool = False,
                          f"tinylab write its outputs there (its own file names only)")
     out.mkdir(parents=True, exist_ok=True)
     if previous is None:
-        from tinylab.atomic import atomic_write_text
-
         atomic_write_text(marker, json.dumps({"kind": kind}, indent=1) + "\n")
     return out
 
@@ -117,8 +116,6 @@ def claim_output_dir(out: str | Path, cfg: Config, *, resume: bool = False,
     makes every check and writes nothing: the pipeline checks the folder, then the task data,
     and claims the folder only when both are fine.
     """
-    from tinylab.fingerprint import input_fingerprints
-
     out = Path(out)
     marker = out / MARKER
     _check_not_dangling(out)
@@ -156,7 +153,6 @@ def claim_output_dir(out: str | Path, cfg: Config, *, resume: bool = False,
     if check_only:
         return out
     out.mkdir(parents=True, exist_ok=True)
-    from tinylab.atomic import atomic_write_text
 
     atomic_write_text(marker, json.dumps({"kind": "tinylab distill run",
                                           "config": cfg.to_dict(), "inputs": inputs},

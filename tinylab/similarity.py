@@ -27,7 +27,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import torch
+
+from tinylab.attention import use_attention_scores, uses_attention_scores
+from tinylab.losses import attention_mse, layer_map
 
 __all__ = ["linear_cka", "attention_tv", "layer_similarity", "attention_maps"]
 
@@ -80,8 +84,6 @@ def attention_tv(student_scores: torch.Tensor, teacher_scores: torch.Tensor,
 @torch.no_grad()
 def _outputs(model, batch: Mapping[str, torch.Tensor]):
     """Hidden states and pre-softmax scores, the model's attention implementation restored."""
-    from tinylab.attention import use_attention_scores, uses_attention_scores
-
     before = model.config._attn_implementation
     was_training = model.training
     model.eval()
@@ -113,10 +115,6 @@ def layer_similarity(teacher, students: Mapping[str, Any], texts: Sequence[str],
     ``hidden_cka`` (see the module docstring). The head counts must match (the attention
     comparisons pair head i with head i).
     """
-    import pandas as pd
-
-    from tinylab.losses import attention_mse, layer_map
-
     if not students:
         raise ValueError("layer_similarity: pass at least one student, e.g. {'student': model}")
     if len(texts) < 2:

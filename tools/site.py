@@ -210,8 +210,10 @@ def _seconds(value) -> str:
 
 
 #: Subpackages whose page documents each of their modules in turn (the package itself only
-#: by its docstring): the course tooling, whose modules were once pages of their own.
-MODULE_BY_MODULE = ("course",)
+#: by its docstring): the course tooling, whose modules were once pages of their own, and the
+#: data, one module per job. For ``exercises`` only the framework: the ``nbNN`` modules hold
+#: the exercises' reference solutions.
+MODULE_BY_MODULE = {"course": None, "data": None, "exercises": ("framework",)}
 
 
 def _automodule(name: str, *options: str) -> str:
@@ -235,8 +237,9 @@ def api_pages(dest: Path) -> list[str]:
             continue
         package = importlib.import_module(f"tinylab.{name}")
         parts = [f"# `tinylab.{name}`\n\n{_automodule(name, 'no-members')}"]
-        for sub in sorted(m.name for m in pkgutil.iter_modules(package.__path__)
-                          if not m.name.startswith("_")):
+        for sub in MODULE_BY_MODULE[name] or sorted(
+                m.name for m in pkgutil.iter_modules(package.__path__)
+                if not m.name.startswith("_")):
             parts.append(f"\n## `tinylab.{name}.{sub}`\n\n{_automodule(f'{name}.{sub}')}")
         (dest / f"{name}.md").write_text("".join(parts))
     listing = "\n".join(f"- [`tinylab.{m}`]({m}.md)" for m in modules)

@@ -12,10 +12,16 @@ the learner's name, and a ``check`` call that must pass. In a prediction cell
 from __future__ import annotations
 
 import ast
+import copy
+import importlib
 import inspect
 import re
 import textwrap
 from pathlib import Path
+
+from tinylab.atomic import atomic_write_text
+from tinylab.course.runner import list_notebooks
+from tinylab.run_folder import claim_folder
 
 __all__ = ["EXERCISE_CALL", "PREDICTION_STUB", "prediction_cell", "solution_cell",
            "with_answer_key_checks",
@@ -41,8 +47,7 @@ def _module_imports(module) -> list[str]:
 
 def solution_cell(name: str, learner_name: str) -> str:
     """The source of the filled-in exercise cell for exercise ``name``."""
-    import importlib
-
+    # The exercises load torch: imported here, so `import tinylab.course` stays light.
     from tinylab.exercises import get
 
     exercise = get(name)
@@ -59,7 +64,7 @@ def solution_cell(name: str, learner_name: str) -> str:
 def prediction_cell(source: str) -> str:
     """``source`` (a prediction cell) with every ``predict("nbNN.name", ...)`` filled in with
     the reference prediction of that exercise, under a comment naming the answer key."""
-    from tinylab.exercises import get
+    from tinylab.exercises import get  # (loads torch, see solution_cell)
 
     names = []
 
@@ -87,11 +92,7 @@ def write_solutions(out_dir: str | Path, notebook_dir: str | Path | None = None,
     ``parameters`` cell, so papermill and ``tinylab course run --notebook-dir`` run them like
     the originals.
     """
-    import nbformat
-
-    from tinylab.atomic import atomic_write_text
-    from tinylab.course.runner import list_notebooks
-    from tinylab.run_folder import claim_folder
+    import nbformat  # the `course` / `dev` extras: absent from a plain install
 
     out = Path(out_dir)
     sources = list_notebooks(notebook_dir)
@@ -137,11 +138,9 @@ def with_answer_key_checks(nb):
     as :func:`write_solutions` writes it, and checked. The new cells are tagged ``ci-only`` /
     ``remove-cell`` (the site drops them) and ``answer-key``.
     """
-    import copy
+    import nbformat  # (optional, see write_solutions)
 
-    import nbformat
-
-    from tinylab.exercises import get
+    from tinylab.exercises import get  # (loads torch, see solution_cell)
 
     def hidden(source: str):
         cell = nbformat.v4.new_code_cell(source)

@@ -42,8 +42,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tinylab.assets import sha256_file
-from tinylab.atomic import atomic_path
+import tinylab
+from tinylab.assets import cache_dir, sha256_file
+from tinylab.atomic import apply_umask, atomic_path
 
 __all__ = ["PACK_MANIFEST", "ENTRY_KINDS", "pack_cache", "unpack_cache", "PackError"]
 
@@ -60,9 +61,7 @@ class PackError(ValueError):
 
 
 def _version() -> str:
-    from tinylab import __version__
-
-    return __version__
+    return tinylab.__version__
 
 
 def _entries(root: Path, kinds) -> list[Path]:
@@ -85,8 +84,6 @@ def pack_cache(file: str | Path, *, cache: str | Path | None = None,
     inside one of the cache's entry folders is refused (it would pack itself, half written);
     next to them, in the cache root, it is fine: the root is never packed.
     """
-    from tinylab.assets import cache_dir
-
     root = Path(cache) if cache is not None else cache_dir()
     file = Path(file)
     if file.exists() or file.is_symlink():
@@ -261,8 +258,6 @@ def unpack_cache(file: str | Path, *, cache: str | Path | None = None) -> dict[s
     line; the cache is unchanged in both cases. Every name in the pack is checked before the
     first byte is written.
     """
-    from tinylab.assets import cache_dir
-
     root = Path(cache) if cache is not None else cache_dir()
     file = Path(file)
     if not file.is_file():
@@ -315,7 +310,6 @@ def unpack_cache(file: str | Path, *, cache: str | Path | None = None) -> dict[s
         if bad:
             raise PackError(f"{file}: {len(bad)} file(s) differ from the pack's manifest "
                             f"({', '.join(bad[:3])}); nothing was added. Copy the pack again")
-        from tinylab.atomic import apply_umask
 
         added, kept = [], []
         for entry in entries:

@@ -71,7 +71,7 @@ def compare_with_expected(results: str | Path | Mapping[str, Any], *,
 
     ``results``: the path :func:`tinylab.course.save_results` returned, or its content.
     """
-    import pandas as pd
+    import pandas as pd  # here, not at the top: `import tinylab.course` stays light
 
     if not isinstance(results, Mapping):
         results = json.loads(Path(results).read_text(encoding="utf-8"))

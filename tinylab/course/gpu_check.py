@@ -19,12 +19,16 @@ CUDA GPU it stops at once with one line (exit 2).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
+
+from tinylab.config import get_config
+from tinylab.course.runner import fresh_cache, run_course
 
 __all__ = ["run_gpu_check", "notebook_devices"]
 
@@ -43,11 +47,9 @@ def notebook_devices(executed: str | Path) -> list[str]:
 
 
 def _pipeline_check(device: str, precision: str, out: Path) -> str:
-    import math
-
+    # torch and the pipeline here, not at the top: `import tinylab.course` stays light
     import torch
 
-    from tinylab.config import get_config
     from tinylab.pipeline import run_pipeline
 
     steps = {"n": 0}
@@ -66,8 +68,6 @@ def _pipeline_check(device: str, precision: str, out: Path) -> str:
 
 
 def _notebooks_check(device: str, out: Path) -> str:
-    from tinylab.course.runner import run_course
-
     code = run_course(profile="ci", output_dir=out, progress=False, execution_timeout=600)
     assert code == 0, f"a notebook failed; see {out / 'summary.md'}"
     summary = json.loads((out / "summary.json").read_text())
@@ -81,7 +81,7 @@ def _notebooks_check(device: str, out: Path) -> str:
 
 def run_gpu_check(device: str = "cuda", output_dir: str | Path | None = None) -> int:
     """Run the checks on ``device``; return 0 if all passed, 1 otherwise (2: no such device)."""
-    import torch
+    import torch  # here, not at the top: see _pipeline_check
 
     from tinylab.device import DeviceError, resolve_device
 
@@ -101,8 +101,6 @@ def run_gpu_check(device: str = "cuda", output_dir: str | Path | None = None) ->
         (f"pipeline ci, {p}", lambda p=p: _pipeline_check(device, p, out / f"pipeline-{p}"))
         for p in precisions]
     checks.append(("notebooks ci", lambda: _notebooks_check(device, out / "notebooks")))
-
-    from tinylab.course.runner import fresh_cache
 
     saved = {k: os.environ.get(k) for k in ("TINYLAB_CACHE", "TINYLAB_DEVICE")}
     os.environ["TINYLAB_CACHE"] = str(fresh_cache(tempfile.mkdtemp(dir=out, prefix="cache-")))

@@ -17,8 +17,10 @@ unless a ``notebook_dir`` is given.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -28,10 +30,13 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from tinylab import assets
 from tinylab.atomic import atomic_write_text
+from tinylab.config import get_config, resolve_profile_name
 from tinylab.course.checkout import require_checkout
 from tinylab.course.results import (RESULTS_SUFFIX, NotebookRun, build_summary,
                                     summary_markdown)
+from tinylab.run_folder import claim_folder
 
 __all__ = ["DEFAULT_OUTPUT_DIR", "default_notebook_dir", "list_notebooks", "select_notebooks",
            "run_notebook", "run_course", "open_lab", "fresh_cache", "prepare"]
@@ -110,7 +115,7 @@ def run_notebook(path: str | Path, output_path: str | Path, *, parameters: Mappi
     ``PapermillExecutionError`` (attributes ``cell_index``, ``exec_count``, ``source``,
     ``ename``, ``evalue``) when a cell fails.
     """
-    import papermill
+    import papermill  # the `course` extra: absent from a plain install
 
     path = Path(path)
     start = time.perf_counter()
@@ -130,8 +135,9 @@ def prepare(profile: str | None = None, *, progress: bool = True) -> dict[str, f
     cache key. Returns the seconds each step took (0-ish when it was cached already). Notebook
     06's five students are trained in the notebook itself.
     """
+    # The training engine loads torch: imported here, so `import tinylab.course` (every
+    # `tinylab course` / `cache` command, and `make sync`) stays light.
     from tinylab.augment import augment_dataset
-    from tinylab.config import get_config
     from tinylab.data import load_general_corpus, load_task
     from tinylab.distill import RunOptions, finetune_teacher, general_student
 
@@ -163,8 +169,6 @@ def fresh_cache(folder: str | Path) -> Path:
     augmented data - is absent, so a notebook run with ``TINYLAB_CACHE=folder`` must build
     what it needs, as on a fresh Colab machine.
     """
-    from tinylab import assets
-
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise FileExistsError(f"{folder} is not empty; a fresh cache needs a new folder")
@@ -180,8 +184,6 @@ def fresh_cache(folder: str | Path) -> Path:
 
 
 def _machine() -> str:
-    import platform
-
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
@@ -206,9 +208,7 @@ def run_course(profile: str | None = None, output_dir: str | Path | None = None,
     of one of its outputs (an executed notebook, a results file, ``summary.*``) is refused.
     Returns 0 when every notebook ran, 1 when one failed (the run stops there).
     """
-    from tinylab.config import get_config, resolve_profile_name
-    from tinylab.device import resolve_device, resolve_precision
-    from tinylab.run_folder import claim_folder
+    from tinylab.device import resolve_device, resolve_precision  # loads torch (see prepare)
 
     profile_name = resolve_profile_name(profile)
     cfg = get_config(profile_name)          # $TINYLAB_DEVICE / $TINYLAB_PRECISION checked too
@@ -297,8 +297,6 @@ def _report_failure(path: Path, executed: Path, err: BaseException,
 def open_lab(extra_args: Sequence[str] | None = None, *,
              notebook_dir: str | Path | None = None) -> int:
     """Open JupyterLab on the course notebooks; return its exit code."""
-    import importlib.util
-
     if importlib.util.find_spec("jupyterlab") is None:
         raise FileNotFoundError('JupyterLab is not installed: pip install "tinylab[course]" '
                                 '(or run `make lab`)')

@@ -23,10 +23,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tinylab.assets import cache_dir
 from tinylab.atomic import atomic_directory
 from tinylab.config import Config, config_hash
 from tinylab.device import resolve_device_and_precision
 from tinylab.distill.history import History
+from tinylab.fingerprint import input_fingerprints
 
 __all__ = ["teacher_cache_key", "general_cache_key", "teacher_cache_setting", "teacher_folder",
            "general_folder", "is_cached", "cached_history", "save_cached_model"]
@@ -44,7 +46,7 @@ def teacher_cache_key(cfg: Config) -> str:
                                        "train_size", "validation_size", "test_size",
                                        "split_seed")}
     teacher = {k: v for k, v in dataclasses.asdict(cfg.teacher).items() if k != "general_model"}
-    # v2: batches inside a length-grouped mega-batch come in random order (data.py), so a
+    # v2: batches inside a length-grouped mega-batch come in random order (data.batching), so a
     # model trained by v1 code saw another order: not the same model.
     return config_hash("teacher-v2", teacher, data, cfg.seed, cfg.group_by_length,
                        # added later: only when set, so earlier keys stay valid
@@ -99,8 +101,6 @@ def _files_part(cfg: Config, keys: tuple[str, ...]) -> tuple[Any, ...]:
     file with one label fixed, or a teacher folder with new weights, gives a new key. Nothing
     when every setting names an offline asset or a hub name, which keeps those keys as they
     were."""
-    from tinylab.fingerprint import input_fingerprints
-
     files = input_fingerprints(cfg, keys)
     return ({"files": files},) if files else ()
 
@@ -126,16 +126,12 @@ def _precision_part(cfg: Config) -> tuple[Any, ...]:
 def teacher_folder(cfg: Config) -> Path:
     """``cache_dir()/"teachers"/<teacher_cache_key(cfg)>``: where the fine-tuned teacher of
     ``cfg`` is (or will be) kept."""
-    from tinylab.assets import cache_dir
-
     return cache_dir() / "teachers" / teacher_cache_key(cfg)
 
 
 def general_folder(cfg: Config) -> Path:
     """``cache_dir()/"general"/<general_cache_key(cfg)>``: where the general student of
     ``cfg`` is (or will be) kept."""
-    from tinylab.assets import cache_dir
-
     return cache_dir() / "general" / general_cache_key(cfg)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 __all__ = ["EarlyStopping"]
@@ -81,16 +82,12 @@ class EarlyStopping:
 
     def save(self, folder: str | Path) -> None:
         """Write the kept weights next to a checkpoint's own (``best.<module>.safetensors``)."""
-        from safetensors.torch import save_file
-
         for name, tensors in (self.weights or {}).items():
             save_file({k: v.contiguous() for k, v in tensors.items()},
                       str(Path(folder) / f"{_PREFIX}{name}.safetensors"))
 
     def load(self, folder: str | Path, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`save` and :meth:`state` wrote (on resume)."""
-        from safetensors.torch import load_file
-
         self.best_score = state["best_score"]
         self.best_step = state["best_step"]
         self.bad_evaluations = state["bad_evaluations"]

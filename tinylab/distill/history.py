@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from tinylab.atomic import atomic_write_text
 
 __all__ = ["StageLog", "History"]
@@ -99,8 +101,6 @@ class History:
 
     def frame(self, stage: str, kind: str = "steps"):
         """A ``pandas.DataFrame`` of one stage's ``"steps"`` or ``"evals"``."""
-        import pandas as pd
-
         if kind not in ("steps", "evals"):
             raise ValueError(f"kind must be 'steps' or 'evals', got {kind!r}")
         return pd.DataFrame(getattr(self[stage], kind))

@@ -44,9 +44,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+from accelerate.utils import gather_object, set_seed
 from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from tinylab.config import StageConfig
+from tinylab.data import make_dataloader, set_epoch
 from tinylab.device import make_accelerator
 from tinylab.distill.checkpoint import (CheckpointError, capture_rng_state, clear_checkpoints,
                                         latest_checkpoint, load_checkpoint, restore_rng_state,
@@ -129,8 +133,6 @@ def make_scheduler(optimizer, stage: StageConfig, total_steps: int):
     """transformers' warm-up schedules: linear decay to 0, or constant after warm-up. Both
     warm up for ``stage.warmup_ratio`` of the steps; the official code's intermediate stage
     (constant, no warm-up) is ``schedule="constant"`` with ``warmup_ratio=0``."""
-    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
-
     warmup = int(stage.warmup_ratio * total_steps)
     if stage.schedule == "linear":
         return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
@@ -143,16 +145,12 @@ def make_loader(train, tokenizer, batch_size: int, seed: int, group_by_length: b
     """The training loader of a stage: shuffled from ``seed`` (length-grouped if
     ``group_by_length``), dynamically padded, the last short batch kept
     (:func:`tinylab.data.make_dataloader`). Its order per epoch is :func:`epoch_batches`."""
-    from tinylab.data import make_dataloader
-
     return make_dataloader(train, tokenizer, batch_size, shuffle=True, seed=seed,
                            group_by_length=group_by_length, drop_last=False)
 
 
 def epoch_batches(loader, epoch: int) -> list[list[int]]:
     """The batches (lists of example indices) of one epoch: a pure function of (seed, epoch)."""
-    from tinylab.data import set_epoch
-
     set_epoch(loader, epoch)
     return [[int(i) for i in b] for b in loader.batch_sampler]
 
@@ -328,8 +326,6 @@ class _Checkpoints:
             stop or step == self.total or bool(every and step % every == 0))
 
     def save(self, step: int, epoch: int, log: StageLog, seconds: float) -> None:
-        from accelerate.utils import gather_object
-
         acc = self.accelerator
         rng = gather_object([capture_rng_state()]) if acc.num_processes > 1 else [
             capture_rng_state()]
@@ -379,9 +375,6 @@ def train_stage(name: str, *, modules: dict[str, nn.Module],
     :class:`StepInfo` after each step; tests use one to interrupt), progress bar.
     Modules are trained in place; the returned history holds only this stage.
     """
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-
     run = as_run_options(run)
     accelerator = run.accelerator or make_accelerator()
     history = history if history is not None else History()

@@ -55,6 +55,10 @@ from tinylab.distill.stage_parts import (HEAD_PARAMETERS, accuracy_fn, frozen, l
                                          prediction_stage, teacher_outputs_options,
                                          tokenizer_for, training_set)
 from tinylab.distill.teacher_outputs import TeacherOutputs, expected_passes, merge_needs
+from tinylab.losses import (TinyBertLoss, cosine_hidden_loss, kd_kl_div, minilm_attention_kl,
+                            minilm_value_relation_kl)
+from tinylab.models import check_compatible, student_config
+from tinylab.projections import width_projection
 
 __all__ = ["DISTILBERT_WEIGHTS", "METHODS", "attention_values", "hidden_projection",
            "teacher_needs", "describe_needs", "train_distilbert", "train_minilm"]
@@ -99,8 +103,6 @@ def attention_values(model: nn.Module, layer_input: torch.Tensor, layer: int) ->
 def hidden_projection(d_student: int, d_teacher: int, seed: int) -> nn.Linear:
     """A learnable ``nn.Linear(d_student, d_teacher)``: the identity when the widths match,
     else drawn from ``seed`` (so the result does not depend on the global random stream)."""
-    from tinylab.projections import width_projection
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return width_projection(d_student, d_teacher)
@@ -141,9 +143,6 @@ def teacher_needs(method: str, cfg: Config, teacher_config: Any) -> dict[str, An
                 "attention_scores": need["attentions"], "values": need["attentions"],
                 "gold_labels": False}
     if method == "tinybert":
-        from tinylab.losses import TinyBertLoss
-        from tinylab.models import student_config
-
         criterion = TinyBertLoss.from_config(cfg.loss, student_config(teacher_config,
                                                                       cfg.student),
                                              teacher_config)
@@ -201,9 +200,6 @@ def train_distilbert(cfg: Config, teacher, student, data, *, stage: StageConfig 
     hidden states come from :class:`TeacherOutputs` (cached when the stage sees each example
     more than once and they fit). Returns the :class:`History` of stage ``"distilbert"``.
     """
-    from tinylab.losses import cosine_hidden_loss, kd_kl_div
-    from tinylab.models import check_compatible
-
     weights = {**DISTILBERT_WEIGHTS, **(weights or {})}
     unknown = set(weights) - set(DISTILBERT_WEIGHTS)
     if unknown:
@@ -283,9 +279,6 @@ def train_minilm(cfg: Config, teacher, student, train, validation=None, *, token
     are recomputed with its own value projection, :func:`attention_values`) and its logits.
     Returns ``{"minilm": History, "prediction": History}`` (a disabled stage is left out).
     """
-    from tinylab.losses import minilm_attention_kl, minilm_value_relation_kl
-    from tinylab.models import check_compatible
-
     tokenizer = tokenizer_for(teacher, tokenizer)
     run = as_run_options(run).with_accelerator(cfg)
     accelerator = run.accelerator

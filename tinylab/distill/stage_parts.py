@@ -26,11 +26,15 @@ import contextlib
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
+from transformers import AutoTokenizer
 
 from tinylab.config import Config, StageConfig
+from tinylab.data import tokenize
 from tinylab.distill.history import History
 from tinylab.distill.loop import EXAMPLE_INDEX, MODEL_INPUTS, model_inputs, train_stage
 from tinylab.distill.options import RunOptions
+from tinylab.evaluate import evaluate_model
+from tinylab.losses import TinyBertLoss
 
 __all__ = ["HEAD_PARAMETERS", "tokenizer_for", "training_set", "frozen", "accuracy_fn",
            "teacher_outputs_options", "loss_module", "layer_loss_fn", "prediction_stage"]
@@ -45,7 +49,6 @@ def tokenizer_for(model, tokenizer):
     """The given tokenizer, else the one saved next to ``model`` (students share the teacher's)."""
     if tokenizer is not None:
         return tokenizer
-    from transformers import AutoTokenizer
 
     source = getattr(model, "name_or_path", "") or ""
     try:
@@ -63,8 +66,6 @@ def training_set(ds, tokenizer, max_length: int, *, labels: bool):
     ``max_length``) or already tokenised (``input_ids``, ...). Rows stay unpadded: the loader
     pads each batch to its longest row. ``labels=True`` requires a ``label`` column.
     """
-    from tinylab.data import tokenize
-
     if "input_ids" not in ds.column_names:
         ds = tokenize(ds, tokenizer, max_length)
     if labels and "label" not in ds.column_names:
@@ -97,7 +98,6 @@ def accuracy_fn(model, validation, tokenizer, cfg: Config, accelerator
     evaluations) when there is no ``validation`` set."""
     if validation is None:
         return None
-    from tinylab.evaluate import evaluate_model
 
     def evaluate() -> dict[str, float]:
         m = evaluate_model(model, validation, tokenizer, batch_size=cfg.eval_batch_size,
@@ -116,8 +116,6 @@ def teacher_outputs_options(cfg: Config, run: RunOptions) -> dict[str, Any]:
 
 def loss_module(cfg: Config, teacher, student, stage: str):
     """``TinyBertLoss`` for the config; projections a stage does not use are frozen."""
-    from tinylab.losses import TinyBertLoss
-
     # The projections W_e, W_h start random: draw them from the seed, not from whatever the
     # global random stream holds at this point (cached and fresh runs must agree).
     with torch.random.fork_rng(devices=[]):

@@ -30,8 +30,11 @@ from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import set_seed
 
 from tinylab.config import Config, StageConfig
+from tinylab.data import load_general_corpus
+from tinylab.device import resolve_device
 from tinylab.distill.cache import (cached_history, general_cache_key, general_folder, is_cached,
                                    save_cached_model, teacher_cache_key, teacher_cache_setting,
                                    teacher_folder)
@@ -42,6 +45,8 @@ from tinylab.distill.stage_parts import (HEAD_PARAMETERS, accuracy_fn, frozen, l
                                          loss_module, prediction_stage, teacher_outputs_options,
                                          tokenizer_for, training_set)
 from tinylab.distill.teacher_outputs import TeacherOutputs, expected_passes, merge_needs
+from tinylab.losses import hinton_kd_loss, kd_kl_div
+from tinylab.models import build_student, check_compatible, load_teacher
 
 # The cache keys and teacher_cache_setting live in tinylab.distill.cache; they stay importable
 # from here, where the stages that use them are.
@@ -91,8 +96,6 @@ def _teacher_stage(cfg: Config) -> StageConfig:
 
 def _device(cfg: Config, run: RunOptions):
     """Where results go: the run's accelerator's device, else the one ``cfg.device`` names."""
-    from tinylab.device import resolve_device
-
     return run.accelerator.device if run.accelerator is not None else resolve_device(cfg.device)
 
 
@@ -118,8 +121,6 @@ def finetune_teacher(cfg: Config, data, *, cache: bool = True, run: RunOptions |
     ``model.device``. ``run``: :class:`~tinylab.distill.options.RunOptions` (checkpoints,
     resume, callbacks, progress bar, accelerator).
     """
-    from tinylab.models import load_teacher
-
     run = as_run_options(run)
     device = _device(cfg, run)
     labels = _label_names(data["train"])
@@ -131,8 +132,6 @@ def finetune_teacher(cfg: Config, data, *, cache: bool = True, run: RunOptions |
             raise ValueError(f"the cached teacher in {folder} predicts labels {cached} but the "
                              f"data has {labels}; delete that folder to fine-tune again")
         return model.to(device).eval(), tokenizer, cached_history(folder)
-
-    from accelerate.utils import set_seed
 
     run = run.with_accelerator(cfg)
     accelerator = run.accelerator
@@ -175,8 +174,6 @@ def general_distillation(cfg: Config, teacher, student, corpus, *, tokenizer=Non
     The paper runs this on 2.5B words of Wikipedia; the course corpus is ~400k words, so here
     GD mostly teaches the mechanics (and aligns the student's layers with the teacher's).
     """
-    from tinylab.models import check_compatible
-
     tokenizer = tokenizer_for(teacher, tokenizer)
     run = as_run_options(run).with_accelerator(cfg)
     check_compatible(teacher, student, tokenizer=tokenizer,
@@ -214,10 +211,6 @@ def general_student(cfg: Config, *, num_labels: int | None = None,
     freshly built student with an empty history. The student is returned in training mode on
     ``run.accelerator.device`` (default: the device of ``cfg.device``).
     """
-    from accelerate.utils import set_seed
-
-    from tinylab.models import build_student, load_teacher
-
     run = as_run_options(run)
     device = _device(cfg, run)
 
@@ -240,8 +233,6 @@ def general_student(cfg: Config, *, num_labels: int | None = None,
     accelerator = run.accelerator
     tokenizer = tokenizer_for(teacher, tokenizer)
     if corpus is None:
-        from tinylab.data import load_general_corpus
-
         corpus = load_general_corpus(cfg.data)
     history = general_distillation(cfg, teacher, student, corpus, tokenizer=tokenizer, run=run)
     if cache:
@@ -277,8 +268,6 @@ def task_distillation(cfg: Config, teacher, student, train, validation=None, *, 
     :class:`~tinylab.distill.options.RunOptions`; each stage checkpoints into its own
     sub-folder of ``run.checkpoint_dir`` (``intermediate/``, ``prediction/``).
     """
-    from tinylab.models import check_compatible
-
     tokenizer = tokenizer_for(teacher, tokenizer)
     run = as_run_options(run).with_accelerator(cfg)
     accelerator = run.accelerator
@@ -377,7 +366,6 @@ def train_baseline(cfg: Config, teacher, student, data, kind: str = "gold", *,
         raise ValueError(f"unknown baseline kind {kind!r}; choose one of {BASELINES}")
     if kind != "gold" and teacher is None:
         raise ValueError(f"the {kind!r} baseline needs the fine-tuned teacher")
-    from tinylab.losses import hinton_kd_loss, kd_kl_div
 
     stage = stage or dataclasses.replace(cfg.task_prediction, enabled=True)
     tokenizer = tokenizer_for(teacher if teacher is not None else student, tokenizer)
@@ -393,8 +381,6 @@ def train_baseline(cfg: Config, teacher, student, data, kind: str = "gold", *,
             logits = m["student"](**model_inputs(batch)).logits
             return {"total": F.cross_entropy(logits, batch["labels"])}
     else:
-        from tinylab.models import check_compatible
-
         # Class c of the teacher must be class c of the student (the KD loss pairs them).
         check_compatible(teacher, student, tokenizer=tokenizer, need_attention=False,
                          layer_mapping=None)

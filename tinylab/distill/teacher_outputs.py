@@ -39,6 +39,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from accelerate.utils import gather_object
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from tinylab.atomic import atomic_path
+from tinylab.data import make_dataloader
+from tinylab.distill.loop import collate, model_inputs
 
 __all__ = ["TeacherOutputs", "DEFAULT_MEMORY_BUDGET", "expected_passes", "merge_needs",
            "estimate_cache_bytes", "all_layers", "shared_file"]
@@ -185,8 +193,6 @@ class TeacherOutputs:
                  need: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """One teacher forward pass; only the needed tensors are kept (the logits, which every
         forward computes anyway, are always returned)."""
-        from tinylab.distill.loop import model_inputs
-
         need = need or self.need
         context = (self.accelerator.autocast() if self.accelerator is not None
                    else contextlib.nullcontext())
@@ -210,8 +216,6 @@ class TeacherOutputs:
     # -- the shared file -----------------------------------------------------------------------
     def _load_shared(self, n_examples: int) -> bool:
         """Fill the store from the shared file; False if there is none (or it does not fit)."""
-        from safetensors import safe_open
-
         path = self.shared_path
         if path is None or not path.exists():
             return False
@@ -228,10 +232,6 @@ class TeacherOutputs:
         return True
 
     def _save_shared(self) -> None:
-        from safetensors.torch import save_file
-
-        from tinylab.atomic import atomic_path
-
         keys = sorted(self.store[0])
         tensors = {f"{i}.{k}": t.contiguous() for i, r in enumerate(self.store) for k, t in r.items()}
         meta = {"layout": self.layout, "examples": len(self.store), "keys": keys}
@@ -245,11 +245,6 @@ class TeacherOutputs:
         """Run the teacher once over ``train`` (longest first, so batches barely need padding)
         and keep per-example, unpadded float16 copies of the needed tensors. With several
         processes each one computes a share and the shares are exchanged."""
-        from tqdm.auto import tqdm
-
-        from tinylab.distill.loop import collate
-        from tinylab.data import make_dataloader
-
         if self._load_shared(len(lengths)):
             return
         start = time.perf_counter()
@@ -281,8 +276,6 @@ class TeacherOutputs:
                     rec["logits"] = out["logits"][b].float().cpu()
                 records.append((int(idx), rec))
         if world > 1:
-            from accelerate.utils import gather_object
-
             records = gather_object(records)
         store: list[dict[str, torch.Tensor] | None] = [None] * len(lengths)
         for idx, rec in records:

@@ -11,6 +11,10 @@ import torch
 
 from tinylab.exercises import assert_matches, register
 
+# What only the checkers (and their helpers) need is imported inside them: the answer key
+# copies this module's top-level imports into every solution cell
+# (tinylab.course.answer_key), and the learner's notebook should not receive them.
+
 
 def _inputs(seed: int = 0) -> list[tuple[torch.Tensor, float]]:
     """Test cases: random logits of a few shapes, small and large temperatures, huge logits."""

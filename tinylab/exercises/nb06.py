@@ -16,6 +16,10 @@ import torch
 
 from tinylab.exercises import register
 
+# What only the checkers (and their helpers) need is imported inside them: the answer key
+# copies this module's top-level imports into every solution cell
+# (tinylab.course.answer_key), and the learner's notebook should not receive them.
+
 # -- 1. one training step of stage a ------------------------------------------------------------
 
 def distillation_step(student, teacher, criterion, optimizer, batch) -> float:

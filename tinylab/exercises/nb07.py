@@ -16,6 +16,10 @@ import torch
 
 from tinylab.exercises import register
 
+# What only the checkers (and their helpers) need is imported inside them: the answer key
+# copies this module's top-level imports into every solution cell
+# (tinylab.course.answer_key), and the learner's notebook should not receive them.
+
 
 def fake_quantize_int8(weight: torch.Tensor) -> torch.Tensor:
     """Symmetric per-tensor int8 quantization of ``weight``, returned dequantized (same shape)."""

@@ -15,6 +15,10 @@ import torch
 
 from tinylab.exercises import assert_matches, register
 
+# What only the checkers (and their helpers) need is imported inside them: the answer key
+# copies this module's top-level imports into every solution cell
+# (tinylab.course.answer_key), and the learner's notebook should not receive them.
+
 
 def value_relation_kl(student_values: torch.Tensor, teacher_values: torch.Tensor,
                       attention_mask: torch.Tensor) -> torch.Tensor:

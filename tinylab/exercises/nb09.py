@@ -12,6 +12,10 @@ from typing import Any
 
 from tinylab.exercises import judge_choice, register
 
+# What only the checkers (and their helpers) need is imported inside them: the answer key
+# copies this module's top-level imports into every solution cell
+# (tinylab.course.answer_key), and the learner's notebook should not receive them.
+
 # -- 1. the authors' layer mapping when the depths do not divide ---------------------------------
 
 LAYER_CHOICES = {
