@@ -39,7 +39,7 @@ what the script does. docs/paper-vs-code.md tabulates all of this.
 How tinylab differs from the authors' ``data_augmentation.py``:
 
 * one batched masked-LM forward per sentence (all masked copies at once) instead of one
-  forward per word; a batched version is reported to be about 8x faster;
+  forward per word;
 * only the masked positions go through the vocabulary projection, and the top-K is taken
   after removing the word itself, ``##`` pieces, special tokens and non-alphabetic tokens
   (the official script takes the top K and then drops ``##`` pieces, so its lists can hold

@@ -273,13 +273,9 @@ def _ci() -> Config:
 
 
 def _quick() -> Config:
-    # Shape: L2/H192/12 heads with FFN 384. bench/shapes.py (2 seeds, the bench budget) put it
-    # at 13.1x the teacher's speed at batch 32 in fp32 (8.3x in bf16) for 75.7 +- 1.4 % test
-    # accuracy, against 9.1x and 76.6 +- 0.6 % for L3/H192/F384, the shape before: the one
-    # shape tried that is 10x faster at the same precision for less than a point (within the
-    # two seeds' noise). An FFN of 768 instead of 384 had made L3/H192 only 6.5x faster.
-    # In this profile's pipeline: 11.1x, keeping 95.8 +- 0.4 % of the teacher's accuracy
-    # (2 seeds; README, bench/pipeline_levers.py); L3/H192 kept 97.1 % (1 seed) at 7.6x.
+    # Shape: L2/H192/12 heads with FFN 384, the shape of the measured accuracy/speed frontier
+    # (bench/shapes.py; docs/results.md, "Student shapes") that is at least 10x faster than
+    # the teacher at the same precision for the smallest loss in accuracy.
     return Config(
         profile="quick",
         data=DataConfig(max_length=64, general_max_length=64, general_size=8000),
@@ -293,9 +289,8 @@ def _quick() -> Config:
         task_prediction=StageConfig(epochs=1.0, learning_rate=2e-4, batch_size=32,
                                     max_steps=800, eval_every=200),
         augment=AugmentConfig(n_aug=4, k=15),
-        # bf16 autocast where the hardware has it (this course's reference CPU computes bf16
-        # 2.2x faster than fp32), fp32 elsewhere; bench/precision.py: accuracy within seed
-        # noise of fp32 for the teacher and the student (3 seeds each).
+        # bf16 autocast where the hardware has it (faster on CPUs with bf16 units), fp32
+        # elsewhere; bench/precision.py compares its accuracy with fp32's (docs/results.md).
         precision="auto",
     )
 

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from agenda import sync_instructor_guide  # noqa: E402
 from notebook_cells import sync_notebooks  # noqa: E402
-from repository import TIMES_JSON, TIMES_MD, load_times  # noqa: E402
+from repository import REPO_ROOT, TIMES_JSON, TIMES_MD, load_times  # noqa: E402
 
 from tinylab.atomic import atomic_write_text  # noqa: E402
 
@@ -51,6 +51,10 @@ def write_times(summaries: Sequence[str | Path], out_json: str | Path = TIMES_JS
                      "notebooks": [r["name"] for r in ran]})
         for run in ran:  # a later run of the same notebook and profile replaces the earlier
             table["notebooks"].setdefault(run["name"], {})[profile] = run["wall_time_s"]
+    # A notebook that is no longer in the course (renamed, split) leaves the table.
+    course = {path.stem for path in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    table["notebooks"] = {name: row for name, row in table["notebooks"].items()
+                          if name in course}
     atomic_write_text(out_json, json.dumps(table, indent=2, sort_keys=True) + "\n")
     profiles = sorted(table["runs"])
     lines = ["# Notebook run times", "",
