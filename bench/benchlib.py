@@ -81,6 +81,16 @@ def budget_record(budget: str, extra: Sequence[str] = ()) -> dict[str, Any]:
             "description": description}
 
 
+def start(args) -> tuple[int, dict[str, Any], Path, Any]:
+    """What every benchmark's ``main`` does first: quiet the libraries, set the thread count
+    (``args.threads``), record the machine, and return ``(threads, machine, results folder,
+    config)`` for ``args.budget`` (``args.output`` overrides the folder)."""
+    quiet_libraries()
+    threads = set_threads(args.threads)
+    return (threads, machine_info(), results_dir(args.budget, args.output),
+            budget_config(args.budget))
+
+
 def quiet_libraries() -> None:
     """The environment the Makefile sets, for scripts started by hand."""
     for key, value in (("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_OFFLINE", "1"),

@@ -139,11 +139,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    benchlib.quiet_libraries()
-    threads = benchlib.set_threads(args.threads)
-    machine = benchlib.machine_info()
-    out = benchlib.results_dir(args.budget, args.output)
-    cfg = benchlib.budget_config(args.budget)
+    threads, machine, out, cfg = benchlib.start(args)
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -476,11 +476,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    benchlib.quiet_libraries()
-    threads = benchlib.set_threads(args.threads)
-    machine = benchlib.machine_info()
-    out = benchlib.results_dir(args.budget, args.output)
-    cfg = benchlib.budget_config(args.budget)
+    threads, machine, out, cfg = benchlib.start(args)
     print(f"speed: budget '{args.budget}', {args.examples} examples x {args.epochs} epochs, "
           f"{threads} thread(s)", flush=True)
     peaks = {dtype: benchlib.matmul_peak(args.peak_size, dtype=dtype)
