@@ -228,3 +228,11 @@ def test_golden_comparison_masks_what_may_change_and_catches_what_may_not():
     assert golden_differences(stored, notebook("loss 0.1234 in 3 s at 0x55bb01\n")) == []
     assert golden_differences(stored, notebook("loss 0.1235 in 12.5 ms at 0x7f00aa\n"))
     assert golden_differences(stored, nbformat.v4.new_notebook(cells=[]))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_title_carries_its_file_number(path):
+    """The first heading says ``# NN · ...`` with the file's own number (renumbering a notebook
+    must renumber its title: the site's sidebar shows it)."""
+    first = _read(path).cells[0].source
+    assert first.startswith(f"# {path.stem[:2]} · "), (path.name, first.splitlines()[0])
