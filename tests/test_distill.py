@@ -5,6 +5,7 @@ sentiment task, so every test runs in seconds.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -274,6 +275,39 @@ def test_shared_teacher_outputs_are_built_once_and_equal_a_private_cache(cfg, te
     other = ds.select(range(len(ds) - 1))
     assert shared_file(tmp_path, model, other, "no") != shared_file(tmp_path, model, ds, "no")
     assert shared_file(tmp_path, model, ds, "bf16") != shared_file(tmp_path, model, ds, "no")
+
+
+def test_logits_only_runs_share_a_file_of_logits_and_train_the_same_student(cfg, teacher,
+                                                                          toy_data, tmp_path):
+    """Hinton KD with a shared folder writes the teacher's logits alone (not every layer); a
+    second run loads them without calling the teacher and trains the same student as a run
+    with its own cache."""
+    from tinylab.distill.teacher_outputs import logits_only, shared_file
+
+    model, tok = teacher
+    stage = dataclasses.replace(cfg.task_prediction, max_steps=6, epochs=6.0, eval_every=0)
+    runs = (QUIET, RunOptions(progress=False, shared_teacher_outputs=tmp_path),
+            RunOptions(progress=False, shared_teacher_outputs=tmp_path))
+    students, infos, calls = [], [], []
+    for i, run in enumerate(runs):
+        if i == 2:
+            model.register_forward_hook(lambda *a: calls.append(1))
+        student = make_student(model, cfg)
+        h = train_baseline(cfg, model, student, toy_data, "hinton", stage=stage, tokenizer=tok,
+                           run=run)
+        students.append(student)
+        infos.append(h["hinton"].info["teacher"])
+    model._forward_hooks.clear()
+    assert infos[1]["shared"] == "built" and infos[2]["shared"] == "loaded"
+    assert calls == [] and infos[2]["forward_calls"] == 0
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].name.startswith("teacher-logits-")
+    assert same_weights(students[0], students[1]) and same_weights(students[0], students[2])
+    assert logits_only({"hidden_states": [], "attentions": [], "logits": True})
+    assert not logits_only({"hidden_states": [6], "attentions": [], "logits": True})
+    ds = training_set(toy_data["train"], tok, 24, labels=False)
+    assert (shared_file(tmp_path, model, ds, "no", logits=True)
+            != shared_file(tmp_path, model, ds, "no"))
 
 
 def test_task_distillation_on_shared_teacher_outputs_trains_the_same_student(cfg, teacher,

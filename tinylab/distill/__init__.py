@@ -12,7 +12,7 @@ Read in this order:
 * :mod:`~tinylab.distill.stage_parts` - the parts those stages are built from: the training
   set, the frozen head, the loss module and layer loss, the accuracy curve, stage b;
 * :mod:`~tinylab.distill.cache` - where fine-tuned teachers and general students are kept:
-  cache keys, folders, saving and loading;
+  cache keys, folders, saving and loading, and the folder of teacher outputs runs share;
 * :mod:`~tinylab.distill.objectives` - the other ways to distil of notebook 08: DistilBERT's
   triple loss and MiniLM's last-layer self-attention transfer, on the same loop;
 * :mod:`~tinylab.distill.teacher_outputs` - teacher outputs computed once and reused;
@@ -30,7 +30,7 @@ Typical use (what ``tinylab distill`` does, see :func:`tinylab.pipeline.run_pipe
                                tokenizer=tokenizer)
 """
 from tinylab.device import make_accelerator
-from tinylab.distill.cache import general_cache_key, teacher_cache_key
+from tinylab.distill.cache import general_cache_key, shared_outputs_dir, teacher_cache_key
 from tinylab.distill.checkpoint import CheckpointError
 from tinylab.distill.history import History, StageLog
 from tinylab.distill.loop import NonFiniteLossError, StepInfo, train_stage
@@ -43,6 +43,6 @@ from tinylab.distill.teacher_outputs import TeacherOutputs
 __all__ = ["History", "StageLog", "finetune_teacher", "general_distillation", "general_student",
            "task_distillation", "train_baseline", "baseline_targets", "BASELINES", "train_stage", "StepInfo",
            "NonFiniteLossError", "CheckpointError", "TeacherOutputs", "make_accelerator",
-           "teacher_cache_key", "general_cache_key", "RunOptions"]
+           "teacher_cache_key", "general_cache_key", "RunOptions", "shared_outputs_dir"]
 from tinylab.distill.objectives import train_distilbert, train_minilm  # noqa: E402 (notebook 08)
 __all__ += ["train_distilbert", "train_minilm"]

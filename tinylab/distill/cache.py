@@ -6,6 +6,7 @@ so they are kept under ``tinylab.assets.cache_dir()`` (``$TINYLAB_CACHE``, defau
 
     teachers/<teacher_cache_key(cfg)>/     the fine-tuned teacher   (finetune_teacher)
     general/<general_cache_key(cfg)>/      the general student      (general_student)
+    teacher-outputs/                       teacher outputs runs share (shared_outputs_dir)
 
 Each folder is a plain ``save_pretrained`` folder (model and tokenizer) plus ``history.json``
 (the training history, also the sign that the folder is complete) and ``tinylab.json`` (what
@@ -31,7 +32,8 @@ from tinylab.distill.history import History
 from tinylab.fingerprint import input_fingerprints
 
 __all__ = ["teacher_cache_key", "general_cache_key", "teacher_cache_setting", "teacher_folder",
-           "general_folder", "is_cached", "cached_history", "save_cached_model"]
+           "general_folder", "is_cached", "cached_history", "save_cached_model",
+           "shared_outputs_dir"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,6 +135,18 @@ def general_folder(cfg: Config) -> Path:
     """``cache_dir()/"general"/<general_cache_key(cfg)>``: where the general student of
     ``cfg`` is (or will be) kept."""
     return cache_dir() / "general" / general_cache_key(cfg)
+
+
+def shared_outputs_dir() -> Path:
+    """``$TINYLAB_CACHE/teacher-outputs``: teacher outputs that runs on the same training set
+    and teacher share, by notebook as much as by run. Pass it as
+    ``RunOptions(shared_teacher_outputs=shared_outputs_dir())``: the first logits-only run
+    (Hinton KD, notebook 03's temperature sweep) writes the teacher's logits there once, and
+    every later one loads them instead of running the teacher
+    (:class:`~tinylab.distill.teacher_outputs.TeacherOutputs`, ``shared_dir``). The files are
+    named by a hash of the token ids, the teacher's weights and the precision, so a changed
+    teacher or data set gets a new file; deleting the folder only costs a teacher pass."""
+    return cache_dir() / "teacher-outputs"
 
 
 def is_cached(folder: str | Path) -> bool:

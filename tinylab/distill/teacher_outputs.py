@@ -49,7 +49,7 @@ from tinylab.data import make_dataloader
 from tinylab.distill.loop import collate, model_inputs
 
 __all__ = ["TeacherOutputs", "DEFAULT_MEMORY_BUDGET", "expected_passes", "merge_needs",
-           "estimate_cache_bytes", "all_layers", "shared_file"]
+           "estimate_cache_bytes", "all_layers", "shared_file", "logits_only"]
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024 ** 3  # 2 GiB
 _TENSOR_OVERHEAD = 250  # bytes of Python/tensor bookkeeping per stored tensor (measured order)
@@ -103,8 +103,16 @@ def all_layers(teacher_config) -> dict[str, Any]:
             "logits": True}
 
 
-def shared_file(directory: str | Path, teacher, train, precision: str) -> Path:
-    """Where the shared teacher outputs of ``teacher`` on ``train`` live in ``directory``.
+def logits_only(need: Mapping[str, Any]) -> bool:
+    """True when ``need`` asks for the logits and no layer (Hinton KD, a prediction stage)."""
+    return bool(need["logits"]) and not need["hidden_states"] and not need["attentions"]
+
+
+def shared_file(directory: str | Path, teacher, train, precision: str, *,
+                logits: bool = False) -> Path:
+    """Where the shared teacher outputs of ``teacher`` on ``train`` live in ``directory``:
+    ``teacher-outputs-<hash>.safetensors`` (every layer), or ``teacher-logits-<hash>`` with
+    ``logits=True`` (the logits alone, for runs that read nothing else).
 
     The name is a hash of what the outputs depend on: every example's token ids in row order,
     the teacher's weights (its first and last parameter tensors, which tell fine-tuned
@@ -118,7 +126,8 @@ def shared_file(directory: str | Path, teacher, train, precision: str) -> Path:
     for p in (params[0], params[-1]):
         h.update(p.detach().float().cpu().numpy().tobytes())
     h.update(precision.encode())
-    return Path(directory) / f"teacher-outputs-{h.hexdigest()[:16]}.safetensors"
+    kind = "teacher-logits" if logits else "teacher-outputs"
+    return Path(directory) / f"{kind}-{h.hexdigest()[:16]}.safetensors"
 
 
 class TeacherOutputs:
@@ -135,8 +144,10 @@ class TeacherOutputs:
     one seed's augmented data, many variants) can share one cache on disk. The first run
     computes *every* layer (:func:`all_layers`) once and writes it to
     ``shared_dir/teacher-outputs-<hash>.safetensors`` (:func:`shared_file`); later runs load
-    that file and serve whichever layers they need, with no teacher pass at all. The targets
-    are the same float16 copies a private cache would hold.
+    that file and serve whichever layers they need, with no teacher pass at all. Runs that
+    need the logits alone (Hinton KD, notebook 03's temperature sweep) share a file of logits
+    only, ``teacher-logits-<hash>.safetensors``: a few bytes per example. The targets are the
+    same float16 copies a private cache would hold.
     """
 
     def __init__(self, teacher, train, tokenizer, need: Mapping[str, Any], *, passes: float,
@@ -159,11 +170,12 @@ class TeacherOutputs:
         size = estimate_cache_bytes(lengths, self.need, teacher.config)
         self.shared_path: Path | None = None
         if enabled and shared_dir is not None:
-            everything = all_layers(teacher.config)
+            only_logits = logits_only(self.need)
+            everything = self.need if only_logits else all_layers(teacher.config)
             shared_size = estimate_cache_bytes(lengths, everything, teacher.config)
             if shared_size <= budget:
                 self.shared_path = shared_file(shared_dir, self.teacher, train,
-                                               self._precision())
+                                               self._precision(), logits=only_logits)
                 self.layout, size, passes = everything, shared_size, max(passes, 2.0)
         if not enabled:
             reason = f"disabled ({why_disabled})"
