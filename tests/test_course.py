@@ -157,18 +157,21 @@ def test_open_lab_starts_jupyterlab_on_the_notebooks(monkeypatch, toy_course):
 
 @pytest.mark.parametrize("profile", ["ci", "quick"])
 def test_prepare_covers_every_notebooks_teacher(profile):
-    """Notebooks 02-08 reuse the teacher `course prepare` caches: the preset of notebooks 05
-    and 06 must leave the teacher's cache key alone, and notebooks 02-04, 07 and 08 start from
+    """Notebooks 02-08 reuse the teacher `course prepare` caches: the presets of notebooks 05,
+    06 and 08 must leave the teacher's cache key alone, and notebooks 02-04 and 07 start from
     the plain profile."""
     from tinylab.config import get_config
     from tinylab.distill import teacher_cache_key
 
-    assert teacher_cache_key(get_config(profile, preset="two-stage")) == teacher_cache_key(
-        get_config(profile))
+    for preset in ("two-stage", "methods"):
+        assert teacher_cache_key(get_config(profile, preset=preset)) == teacher_cache_key(
+            get_config(profile))
     notebooks = Path(__file__).resolve().parents[1] / "notebooks"
     for name in ("02_teacher_inference", "03_soft_label_math", "04_tinybert_loss",
-                 "07_deploying_the_student", "08_other_ways_to_distil"):
+                 "07_deploying_the_student"):
         assert "cfg = get_config(PROFILE)" in (notebooks / f"{name}.ipynb").read_text(), name
+    assert 'cfg = get_config(PROFILE, preset=\\"methods\\")' in (
+        notebooks / "08_other_ways_to_distil.ipynb").read_text()
 
 
 def test_an_installed_package_without_a_checkout_says_so_in_one_line(monkeypatch, capsys, tmp_path):

@@ -340,6 +340,11 @@ PRESETS: Mapping[str, Mapping[str, tuple[str, ...]]] = types.MappingProxyType({
     # cores (caps of 400/600/400 steps took 22.5 min), and students are scored every 200 steps.
     "two-stage": {"quick": ("general.max_steps=300", "task_intermediate.max_steps=500",
                             "task_prediction.max_steps=300", "task_prediction.eval_every=200")},
+    # Notebook 08 (four objectives from one starting student, one step budget): under quick
+    # 150 steps per task stage, so every method trains 300 steps instead of one epoch per
+    # stage; training the four students is most of the notebook's time (docs/results.md,
+    # "Notebook run times").
+    "methods": {"quick": ("task_intermediate.max_steps=150", "task_prediction.max_steps=150")},
     # The benchmarks' budget: quick (same teacher, general distillation, splits, learning
     # rates) with the 3-layer student the published tables were measured with, 1,200 task
     # sources with up to 2 augmentations each, and 300 steps per task stage (the epochs only
