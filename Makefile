@@ -19,6 +19,10 @@ TAG ?=
 CHECK ?=
 SUMMARIES ?=
 LABEL ?=
+# pytest workers for `make test`, one torch thread each: on 2 cores two single-threaded
+# workers finish the suite sooner than one worker with two threads (tiny models barely use a
+# second thread). Each worker holds a model or a notebook kernel: ~1.5 GB of memory apiece.
+TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tinylab-installed
 MATHJAX := $(VENV)/share/mathjax/tex-svg.js
@@ -73,7 +77,8 @@ CI_NOTEBOOKS := $(CURDIR)/runs/ci-notebooks
 test: assets site-deps ## the tests, every notebook under the ci profile, and the site check
 	$(BIN)/python scripts/lock.py --check
 	TINYLAB_PROFILE=ci TQDM_DISABLE=1 TINYLAB_NOTEBOOK_OUTPUT=$(CI_NOTEBOOKS) \
-		$(BIN)/python -m pytest --durations=25 tests
+		OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+		$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=25 tests
 	$(BIN)/python tools/site.py build --profile ci --notebooks $(CI_NOTEBOOKS) --output runs/site-ci
 	$(BIN)/python tools/site.py check --output runs/site-ci
 
