@@ -195,3 +195,31 @@ def test_pipeline_levers_tabulates_seeds_and_refuses_mixed_settings(tmp_path):
                            "--group", f"mixed={a},{other}", "--output", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "differs from" in proc.stderr and "general" in proc.stderr
+
+
+def test_bf16_gap_times_shapes_and_breaks_down_a_forward_pass(tmp_path, bench_cache):
+    """bf16_gap.py measures the ci shapes in every precision the CPU has, with their variants,
+    and splits a forward pass into kinds of operations that add up to its profiled time."""
+    out = tmp_path / "results"
+    run("bf16_gap.py", "--budget", "ci", "--rounds", "1", "--min-run-time", "0.01",
+        "--length", "8", "--no-compile", "--output", str(out), cache=bench_cache)
+    from tinylab.device import cpu_supports_bf16
+
+    result = json.loads((out / "bf16_gap.json").read_text())
+    precisions = {"fp32", "bf16"} if cpu_supports_bf16() else {"fp32"}
+    rows = {(r["model"], r["variant"], r["precision"]): r for r in result["latency"]}
+    assert {p for _, _, p in rows} == precisions
+    assert {(m, v) for m, v, _ in rows} == {
+        ("teacher", "sdpa"), ("teacher", "eager"), ("student", "sdpa"), ("student", "eager"),
+        ("student", "sdpa, heads=6"), ("student", "sdpa, heads=4")}
+    assert result["shapes"]["student"]["hidden"] == 96 and result["shapes"]["student"]["layers"] == 2
+    for r in rows.values():
+        assert r["ms_b32"] > 0
+        if r["model"] == "teacher" and r["variant"] == "sdpa":
+            assert r["speedup_vs_teacher_sdpa"] == pytest.approx(1.0)
+    assert rows[("student", "sdpa, heads=4", "fp32")]["shape"]["heads"] == 4
+    for part in result["breakdown"]:
+        assert part["ms"]["matmul"] > 0 and all(v >= 0 for v in part["ms"].values())
+    text = (out / "bf16_gap.md").read_text()
+    assert text.startswith("### Why bf16 favours the teacher (budget `ci`)")
+    assert "| student | sdpa, heads=4 | fp32 |" in text and "norm and element-wise" in text
