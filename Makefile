@@ -19,10 +19,12 @@ TAG ?=
 CHECK ?=
 SUMMARIES ?=
 LABEL ?=
-# pytest workers for `make test`, one torch thread each: on 2 cores two single-threaded
-# workers finish the suite sooner than one worker with two threads (tiny models barely use a
-# second thread). Each worker holds a model or a notebook kernel: ~1.5 GB of memory apiece.
-TEST_WORKERS ?= 2
+# pytest workers for `make test`, one torch thread each. Tiny models barely use a second
+# thread, and many tests wait on subprocesses, pip or disk, so on 2 cores three single-threaded
+# workers finish the suite sooner than two, and two sooner than one worker with two threads
+# (docs/results.md, "Tests and CI"). Each worker holds a model or a notebook kernel: up to
+# ~1.7 GB of memory apiece.
+TEST_WORKERS ?= 3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tinylab-installed
 MATHJAX := $(VENV)/share/mathjax/tex-svg.js
