@@ -277,6 +277,45 @@ def test_cached_teacher_outputs_stay_on_the_cpu_and_move_per_batch(cfg, toy_data
 
 
 @pytest.mark.skipif(not dev.cpu_supports_bf16(), reason="needs a CPU with native bf16")
+def test_every_stage_of_one_model_trains_under_autocast(tiny_bert_dir):
+    """General distillation, stage a, stage b: the same student goes through several stages in
+    one process. Each must run its forward passes in the run's precision. (Accelerate hands a
+    module it prepared before back as it is, so without care the second stage ran in fp32 and
+    a general student trained in the same process gave other numbers than a cached one.)"""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tinylab.config import StageConfig
+    from tinylab.data import tokenize
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    train = tokenize(Dataset.from_dict({"text": ["a good film", "bad"] * 4}), tokenizer, 16)
+    dtypes: dict[str, set] = {}
+
+    def loss_fn(modules, batch):
+        dense = modules["student"].bert.encoder.layer[0].output.dense
+        handle = dense.register_forward_hook(
+            lambda module, args, out: dtypes.setdefault(stage_name, set()).add(out.dtype))
+        try:
+            logits = modules["student"](**loop.model_inputs(batch)).logits
+        finally:
+            handle.remove()
+        return {"total": logits.float().pow(2).mean()}
+
+    accelerator = dev.make_accelerator("cpu", "bf16")
+    for stage_name in ("general", "intermediate", "prediction"):
+        loop.train_stage(stage_name, modules={"student": model}, loss_fn=loss_fn,
+                         train=train.select_columns(["input_ids", "attention_mask"]),
+                         tokenizer=tokenizer, stage=StageConfig(batch_size=4, max_steps=2),
+                         seed=0, run=RunOptions(progress=False, accelerator=accelerator))
+    assert dtypes == {name: {torch.bfloat16} for name in ("general", "intermediate", "prediction")}
+    # and each stage takes its autocast off again when it ends
+    with torch.no_grad():
+        assert model(**tokenizer(["a film"], return_tensors="pt")).logits.dtype == torch.float32
+
+
+@pytest.mark.skipif(not dev.cpu_supports_bf16(), reason="needs a CPU with native bf16")
 def test_one_process_can_switch_precision_between_runs():
     """Accelerate fixes the mixed precision once per process; a notebook or a benchmark that
     trains in fp32 and then in bf16 must not need a kernel restart."""

@@ -180,6 +180,12 @@ def _prepare(accelerator, modules: Mapping[str, nn.Module]) -> dict[str, nn.Modu
     prepared = {}
     for name, module in modules.items():
         if any(p.requires_grad for p in module.parameters()):
+            # Accelerate marks what it prepares and hands a marked module back untouched. Every
+            # stage unwraps its modules when it ends (the mixed-precision forward comes off), so
+            # a module an earlier stage trained (general distillation, then stage a, then stage
+            # b) must lose the mark too: kept, it would train this stage without autocast, in
+            # fp32 under precision="bf16", and only when the earlier stage ran in this process.
+            vars(module).pop("_is_accelerate_prepared", None)
             prepared[name] = accelerator.prepare(module)
         else:
             prepared[name] = module.to(accelerator.device)
