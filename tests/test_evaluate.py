@@ -218,3 +218,21 @@ def test_compare_models_table(models):
     assert (df[["latency_b1_ms", "latency_b4_ms"]] > 0).all().all()
     with pytest.raises(ValueError, match="reference"):
         ev.compare_models({"s": student}, tok, ds, TEXTS, reference="teacher")
+
+
+def test_compare_models_takes_scores_already_computed(models, monkeypatch):
+    """``metrics=``: a model scored before (``tinylab distill`` needs its confusion matrix) is
+    not scored again; the others still are."""
+    teacher, student, tok = models
+    ds = datasets.Dataset.from_dict({"text": TEXTS, "label": LABELS})
+    known = ev.evaluate_model(teacher, ds, tok)
+    scored = []
+    real = ev.evaluate_model
+    monkeypatch.setattr(ev, "evaluate_model",
+                        lambda model, *a, **k: scored.append(model) or real(model, *a, **k))
+    df = ev.compare_models({"teacher": teacher, "student": student}, tok, ds, TEXTS,
+                           batch_sizes=(1,), warmup=1, repeats=1, metrics={"teacher": known})
+    assert scored == [student]
+    assert (df.loc["teacher", "accuracy"], df.loc["teacher", "macro_f1"]) == (
+        known["accuracy"], known["macro_f1"])
+    assert df.loc["student", "accuracy"] == real(student, ds, tok)["accuracy"]

@@ -279,6 +279,24 @@ def test_load_ood_real_neutral_threshold(vader_dir):
     assert len(loose) == 3432 and set(data.load_ood("tweets")["text"]) < set(loose["text"])
 
 
+def test_load_ood_sample_keeps_the_class_shares_and_the_file_order(vader_dir):
+    """``size`` (``data.ood_size``, 256 under ``ci``): a stratified, seeded subset in file
+    order; a smaller sample lies inside a larger one."""
+    full = data.load_ood("tweets")
+    position = {text: i for i, text in enumerate(full["text"])}
+    small, large = data.load_ood("tweets", size=256), data.load_ood("tweets", size=1000)
+    assert (len(small), len(large)) == (256, 1000)
+    share = sum(full["label"]) / len(full)                       # 1,830 of 2,667 positive
+    assert abs(sum(small["label"]) - share * 256) <= 1
+    assert [position[t] for t in small["text"]] == sorted(position[t] for t in small["text"])
+    assert set(small["text"]) < set(large["text"]) < set(full["text"])
+    for text, label in zip(small["text"], small["label"]):
+        assert full["label"][position[text]] == label
+    assert data.load_ood("tweets", size=256)["text"] == small["text"]  # deterministic
+    assert data.load_ood("tweets", size=256, seed=7)["text"] != small["text"]
+    assert data.load_ood("tweets", size=10_000)["text"] == full["text"]
+
+
 def test_load_ood_rule_on_a_small_file(tmp_path, monkeypatch):
     lines = ["1\t2.5\tplain positive",
              "2\t0.5\tmild, dropped at 1.0",

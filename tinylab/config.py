@@ -60,6 +60,8 @@ class DataConfig:
     ``general_exclude``: offline general-corpus sources to leave out, comma-separated (e.g.
     ``"debates"`` when the task itself is made of the 2016 debates, so general distillation
     never reads a test text); see :func:`tinylab.data.load_general_corpus`.
+    ``ood_size``: score each out-of-domain set (:func:`tinylab.data.load_ood`) on a stratified,
+    deterministic sample of at most this many texts (``None``: all of them, 2,447 and 2,667).
     """
 
     task: str = "rotten_tomatoes_offline"
@@ -75,6 +77,7 @@ class DataConfig:
     general_exclude: str = ""
     general_size: int | None = None
     general_max_length: int = 64
+    ood_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,7 @@ def _ci() -> Config:
     return Config(
         profile="ci",
         data=DataConfig(max_length=32, train_size=256, validation_size=96, test_size=96,
-                        general_size=256, general_max_length=32),
+                        general_size=256, general_max_length=32, ood_size=256),
         teacher=TeacherConfig(epochs=1.0, learning_rate=1e-4, batch_size=32),
         student=StudentConfig(num_layers=2, hidden_size=96, num_heads=12, intermediate_size=384),
         general=StageConfig(epochs=1.0, learning_rate=5e-4, batch_size=32, schedule="constant"),
@@ -447,7 +450,7 @@ def _check_ranges(cfg: Config) -> None:
     d = cfg.data
     need("data.max_length", d.max_length >= 3, "must be >= 3: [CLS], a token, [SEP]")
     need("data.general_max_length", d.general_max_length >= 3, "must be >= 3")
-    for key in ("train_size", "validation_size", "test_size", "general_size"):
+    for key in ("train_size", "validation_size", "test_size", "general_size", "ood_size"):
         need(f"data.{key}", getattr(d, key) is None or getattr(d, key) >= 1,
              "must be None (everything) or >= 1")
     need("eval_batch_size", cfg.eval_batch_size >= 1, "must be >= 1")

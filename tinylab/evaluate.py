@@ -491,7 +491,8 @@ def compare_models(models: Mapping[str, torch.nn.Module], tokenizer: Any, eval_d
                    texts: Sequence[str], *, reference: str | None = None,
                    batch_sizes: Sequence[int] = (1, 32), seq_len: int | None = None,
                    warmup: int = 3, repeats: int = 10, batch_size: int = 64,
-                   max_length: int | None = None):
+                   max_length: int | None = None,
+                   metrics: Mapping[str, Mapping[str, Any]] | None = None):
     """One row per model: quality, size and speed, with ratios against ``reference``.
 
     ``tokenizer``: one tokenizer shared by all models (TinyBERT students share the teacher's
@@ -505,6 +506,8 @@ def compare_models(models: Mapping[str, torch.nn.Module], tokenizer: Any, eval_d
     (reference latency / this latency), ``size_ratio`` (reference bytes / these bytes) and
     ``params_ratio``, plus ``device`` and ``dtype``. Latencies are measured in this one call,
     rounds interleaved across models; all models must be on one device (else ``ValueError``).
+    ``metrics``: :func:`evaluate_model` results already computed on ``eval_ds``, per model name;
+    those models are not scored again (``tinylab distill`` needs the confusion matrices too).
     """
     if not models:
         raise ValueError("compare_models needs at least one model")
@@ -520,9 +523,10 @@ def compare_models(models: Mapping[str, torch.nn.Module], tokenizer: Any, eval_d
     _check_same_device(models)
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
-        metrics = evaluate_model(models[name], eval_ds, tokenizers[name], batch_size=batch_size)
+        scores = (metrics[name] if metrics is not None and name in metrics else
+                  evaluate_model(models[name], eval_ds, tokenizers[name], batch_size=batch_size))
         params = count_parameters(models[name])
-        rows[name] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+        rows[name] = {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
                       "params": params["total"], "non_embedding_params": params["non_embedding"],
                       "size_mb": size_on_disk(models[name]) / 1e6}
     latency = _latency_many(models, tokenizers, texts, batch_sizes, seq_len, warmup, repeats,

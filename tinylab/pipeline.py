@@ -115,19 +115,20 @@ def results_table(report: dict[str, Any]) -> str:
 
 
 def out_of_domain(models: dict[str, Any], tokenizer, labels, max_length: int,
-                  batch_size: int) -> dict[str, Any]:
+                  batch_size: int, size: int | None = None, seed: int = 2020) -> dict[str, Any]:
     """Accuracy of each model on the out-of-domain sentiment sets (product reviews, tweets:
     :func:`tinylab.data.load_ood`) and the share of the teacher's the student keeps.
 
     Only for a binary sentiment task labelled ``["negative", "positive"]`` (empty dict
     otherwise). A student can match its teacher on the teacher's own domain and still fall
-    behind elsewhere; this is where that shows.
+    behind elsewhere; this is where that shows. ``size``: score a stratified sample of at most
+    this many texts per set (``data.ood_size``), drawn with ``seed`` (``data.split_seed``).
     """
     if list(labels) != ["negative", "positive"]:
         return {}
     out: dict[str, Any] = {}
     for set_name in OOD_SETS:
-        ds = load_ood(set_name)
+        ds = load_ood(set_name, size=size, seed=seed)
         tokens = tokenize(ds, tokenizer, max_length)
         row: dict[str, Any] = {"examples": len(ds)}
         for name, model in models.items():
@@ -264,18 +265,18 @@ def _evaluate_and_write(cfg: Config, out: Path, teacher, student, tokenizer, dat
     test = data["test"]
     # Scored at the training max_length, like the validation curves.
     test_tokens = tokenize(test, tokenizer, cfg.data.max_length)
+    metrics = {name: evaluate_model(model, test_tokens, tokenizer, batch_size=cfg.eval_batch_size)
+               for name, model in models.items()}
     table = compare_models(models, tokenizer, test_tokens, list(test["text"]),
                            reference="teacher", batch_sizes=LATENCY_BATCH_SIZES,
                            batch_size=cfg.eval_batch_size, max_length=cfg.data.max_length,
-                           repeats=cfg.latency_repeats)
+                           repeats=cfg.latency_repeats, metrics=metrics)
     rows = {name: {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
             for name, row in table.to_dict(orient="index").items()}
-    for name, model in models.items():
-        metrics = evaluate_model(model, test_tokens, tokenizer, batch_size=cfg.eval_batch_size)
-        rows[name]["confusion"] = metrics["confusion"]
-        rows[name]["accuracy"] = metrics["accuracy"]
-        rows[name]["macro_f1"] = metrics["macro_f1"]
-    ood = out_of_domain(models, tokenizer, labels, cfg.data.max_length, cfg.eval_batch_size)
+    for name in models:
+        rows[name]["confusion"] = metrics[name]["confusion"]
+    ood = out_of_domain(models, tokenizer, labels, cfg.data.max_length, cfg.eval_batch_size,
+                        size=cfg.data.ood_size, seed=cfg.data.split_seed)
     wall["evaluation"] = {"seconds": round(time.perf_counter() - start, 2)}
     teacher_acc, student_acc = rows["teacher"]["accuracy"], rows["student"]["accuracy"]
     counts = [0] * len(labels)

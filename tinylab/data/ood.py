@@ -16,6 +16,7 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, Features, Value
 
 from tinylab.data.files import asset_folder
+from tinylab.data.splits import stratified_subsample
 
 __all__ = ["OOD_SETS", "load_ood"]
 
@@ -59,7 +60,7 @@ def _read_ood(path: Path, neutral: float) -> pd.DataFrame:
     return frame.drop_duplicates("text").reset_index(drop=True)  # first copy, file order
 
 
-def load_ood(name: str, *, neutral: float = 1.0):
+def load_ood(name: str, *, neutral: float = 1.0, size: int | None = None, seed: int = 2020):
     """An out-of-domain sentiment test set: a ``Dataset`` with ``text`` and ``label``
     (``ClassLabel(names=["negative", "positive"])``, the task's labels).
 
@@ -94,6 +95,10 @@ def load_ood(name: str, *, neutral: float = 1.0):
     all differ, so the accuracy a model keeps here measures how far its sentiment knowledge
     carries beyond movie reviews.
 
+    ``size``: at most this many texts, a stratified sample drawn with ``seed`` (the class
+    shares kept; a smaller sample is a subset of a larger one), rows still in file order. The
+    ``ci`` profile scores 256 of each (``data.ood_size``); ``None`` keeps every text.
+
     >>> ood = load_ood("tweets")                                     # doctest: +SKIP
     >>> ood.features["label"].names                                  # doctest: +SKIP
     ['negative', 'positive']
@@ -106,6 +111,7 @@ def load_ood(name: str, *, neutral: float = 1.0):
     frame = _read_ood(asset_folder("vader-ood") / _OOD_FILES[name], neutral)
     if frame.empty:
         raise ValueError(f"out-of-domain set {name!r}: no text has |mean rating| >= {neutral}")
+    frame = stratified_subsample(frame, size, seed, salt=f"ood-{name}")  # keeps file order
     features = Features({"text": Value("string"),
                          "label": ClassLabel(names=["negative", "positive"])})
     return Dataset.from_pandas(frame, features=features, preserve_index=False)
