@@ -137,6 +137,9 @@ def test_write_times_takes_only_alone_runs(tmp_path):
     assert table["notebooks"] == {"01_tokenization": {"ci": 1.5}}
     assert "| 01_tokenization | 1.5 |" in (tmp_path / "t.md").read_text()
     assert "`ci` 2 s" in notebook_cells.run_time_line("01_tokenization", table)
+    again = times.write_times([good], tmp_path / "t.json", tmp_path / "t.md")
+    assert len(again["runs"]["ci"]) == 1            # the same run filed twice is listed once
+    assert (tmp_path / "t.md").read_text().count("finished now") == 1
     with pytest.raises(ValueError, match="--alone"):
         times.write_times([bad], tmp_path / "t.json", tmp_path / "t.md")
 

@@ -47,10 +47,14 @@ def write_times(summaries: Sequence[str | Path], out_json: str | Path = TIMES_JS
         profile = label or summary["profile"]
         ran = [r for r in summary["notebooks"] if r["status"] == "ok"]
         runs = table["runs"].setdefault(profile, [])
-        runs.append({"finished": summary.get("finished"), "machine": summary.get("machine"),
-                     "notebooks": [r["name"] for r in ran]})
+        entry = {"finished": summary.get("finished"), "machine": summary.get("machine"),
+                 "notebooks": [r["name"] for r in ran]}
+        runs.append(entry)
         for run in ran:  # a later run of the same notebook and profile replaces the earlier
             table["notebooks"].setdefault(run["name"], {})[profile] = run["wall_time_s"]
+    # The same summary filed twice is listed once.
+    table["runs"] = {p: [r for i, r in enumerate(runs) if r not in runs[:i]]
+                     for p, runs in table["runs"].items()}
     # A notebook that is no longer in the course (renamed, split) leaves the table.
     course = {path.stem for path in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
     table["notebooks"] = {name: row for name, row in table["notebooks"].items()
