@@ -295,6 +295,9 @@ def _quick() -> Config:
                                       schedule="constant", max_steps=1000),
         task_prediction=StageConfig(epochs=1.0, learning_rate=2e-4, batch_size=32,
                                     max_steps=1600, eval_every=200),
+        # Four augmentations per sentence: the paper's twenty, at the same step caps, kept no
+        # more of the teacher in or out of domain with two seeds (docs/results.md, "Twenty
+        # augmentations per sentence").
         augment=AugmentConfig(n_aug=4, k=15),
         # bf16 autocast where the hardware has it (faster on CPUs with bf16 units), fp32
         # elsewhere; bench/precision.py compares its accuracy with fp32's (docs/results.md).
