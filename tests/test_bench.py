@@ -223,3 +223,39 @@ def test_bf16_gap_times_shapes_and_breaks_down_a_forward_pass(tmp_path, bench_ca
     text = (out / "bf16_gap.md").read_text()
     assert text.startswith("### Why bf16 favours the teacher (budget `ci`)")
     assert "| student | sdpa, heads=4 | fp32 |" in text and "norm and element-wise" in text
+
+
+def test_teacher_head_trains_both_heads_and_its_cls_row_is_the_course_teacher(tmp_path,
+                                                                              bench_cache):
+    """teacher_head.py fine-tunes the teacher with each pooling; its `cls` run is exactly what
+    finetune_teacher trains (same seed, same recipe), so the two rows differ only in the head."""
+    out = tmp_path / "results"
+    run("teacher_head.py", "--budget", "ci", "--seeds", "1", "--set", "teacher.max_steps=2",
+        "--output", str(out), cache=bench_cache)
+    result = json.loads((out / "teacher_head.json").read_text())
+    runs = {r["head"]: r for r in result["runs"]}
+    assert set(runs) == {"cls", "mean"} and all(r["steps"] == 2 for r in runs.values())
+
+    from tinylab.config import get_config
+    from tinylab.data import load_task, tokenize
+    from tinylab.distill import RunOptions, finetune_teacher
+    from tinylab.evaluate import evaluate_model
+
+    cfg = get_config("ci", ["teacher.max_steps=2", "seed=42"])
+    data = load_task(cfg.data)
+    teacher, tokenizer, _ = finetune_teacher(cfg, data, cache=False,
+                                             run=RunOptions(progress=False))
+    course = evaluate_model(teacher, tokenize(data["test"], tokenizer, cfg.data.max_length),
+                            tokenizer, batch_size=cfg.eval_batch_size)
+    assert runs["cls"]["test_accuracy"] == course["accuracy"]
+    assert runs["cls"]["test_macro_f1"] == course["macro_f1"]
+    text = (out / "teacher_head.md").read_text()
+    assert text.startswith("### The teacher's head: pooler on [CLS] or mean of the tokens")
+    assert "| cls | 42 |" in text and "| mean | 42 |" in text
+
+
+def test_teacher_head_rejects_an_unknown_head(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "teacher_head.py"), "--heads", "cls,max",
+                           "--output", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "'cls,max'" in proc.stderr and "cls, mean" in proc.stderr
