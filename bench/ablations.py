@@ -106,7 +106,7 @@ BASELINE_KINDS = ("gold", "kd", "hinton")  # trained on the labelled sources, no
 # Two single-threaded processes train faster than one process with two threads on a 2-core
 # CPU: a student this small keeps one core busy but gains little from a second thread, and
 # any background load makes threads wait for each other (bench/README.md).
-DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+DEFAULT_WORKERS = min(2, benchlib.thread_budget())
 FIRST_SEED = 42  # the profiles' seed: seed 42 of `full` is exactly what `tinylab distill` trains
 
 
@@ -457,7 +457,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="runs in parallel, each in its own process with --threads torch "
                    f"threads (default: {DEFAULT_WORKERS}, one per core up to 2)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per worker (default: cores // workers)")
+                   help="torch threads per worker (default: cores // workers, where "
+                   "OMP_NUM_THREADS, when set, stands for the cores)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override on top of the budget (recorded in the results)")
     p.add_argument("--output", default=None, help="results folder (default: "
@@ -522,7 +523,7 @@ def main(argv=None) -> int:
             print(f"{v.name:<11} {v.title:<48} {' '.join(v.overrides) or v.kind}")
         return 0
     benchlib.quiet_libraries()
-    cores = os.cpu_count() or 1
+    cores = benchlib.thread_budget()
     threads = args.threads or max(1, cores // args.workers)
     benchlib.set_threads(threads if args.workers == 1 else cores)  # workers set their own
     extra = tuple(args.set)

@@ -103,6 +103,16 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated.*")
 
 
+def thread_budget() -> int:
+    """The torch threads a benchmark may use in all: ``OMP_NUM_THREADS`` when it is set (``make
+    test`` sets 1, so that its parallel test workers do not oversubscribe the cores: threads
+    that wait for each other on a shared core slow down many times over), else one per core."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    return os.cpu_count() or 1
+
+
 def set_threads(threads: int | None) -> int:
     """Use ``threads`` torch threads (``None``: torch's default, one per core)."""
     import torch
