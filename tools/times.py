@@ -47,9 +47,8 @@ def write_times(summaries: Sequence[str | Path], out_json: str | Path = TIMES_JS
         profile = label or summary["profile"]
         ran = [r for r in summary["notebooks"] if r["status"] == "ok"]
         runs = table["runs"].setdefault(profile, [])
-        entry = {"finished": summary.get("finished"), "machine": summary.get("machine"),
-                 "notebooks": [r["name"] for r in ran]}
-        runs.append(entry)
+        runs.append({"finished": summary.get("finished"), "machine": summary.get("machine"),
+                     "notebooks": [r["name"] for r in ran]})
         for run in ran:  # a later run of the same notebook and profile replaces the earlier
             table["notebooks"].setdefault(run["name"], {})[profile] = run["wall_time_s"]
     # The same summary filed twice is listed once.
