@@ -13,6 +13,7 @@ from transformers import (BertConfig, BertForSequenceClassification, BertTokeniz
 
 from tinylab.attention import SCORES_ATTN, uses_attention_scores
 from tinylab.config import StudentConfig
+from tinylab.losses import layer_map
 from tinylab.models import build_student, check_compatible, load_teacher, pca_projection
 
 
@@ -161,6 +162,82 @@ def test_pca_init_projects_all_three_embedding_tables(caplog):
     assert torch.corrcoef(torch.stack([d_t, d_s]))[0, 1] > 0.5
     with pytest.raises(ValueError, match="at most"):
         build_student(model, spec(hidden_size=64, intermediate_size=64, init="pca"))
+
+
+def _randomised(model):
+    """BERT starts biases at 0 and LayerNorms at 1/0: give every parameter a value so that a
+    projection that dropped a bias or a scale would show."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.1 * torch.randn_like(param))
+    return model
+
+
+def _attention_and_ffn(layer, x, heads):
+    """Reference forward pieces of one BERT layer computed from its weights alone: per-head
+    scores (B, H, L, L), the attention block's output before its LayerNorm, and the
+    feed-forward output (B, L, d) for input ``x`` (B, L, d), no mask."""
+    def linear(module, inp):
+        return inp @ module.weight.T + module.bias
+
+    def split(t):
+        b, length, d = t.shape
+        return t.view(b, length, heads, d // heads).transpose(1, 2)
+
+    attn = layer.attention
+    q, k, v = (split(linear(m, x)) for m in (attn.self.query, attn.self.key, attn.self.value))
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    mixed = (scores.softmax(-1) @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
+    attention_out = linear(attn.output.dense, mixed)
+    ffn_out = linear(layer.output.dense,
+                     torch.nn.functional.gelu(linear(layer.intermediate.dense, x)))
+    return scores, attention_out, ffn_out
+
+
+def test_pca_layers_at_full_width_is_the_teacher_rotated():
+    """With the student as wide as the teacher, P is a rotation, every head keeps all its
+    directions and every FFN unit is kept: the student's layer m on x P must give the mapped
+    teacher layer's attention scores exactly, and its attention and FFN outputs rotated by P."""
+    model = _randomised(in_memory_teacher(hidden=48))
+    student = build_student(model, spec(hidden_size=48, intermediate_size=96, init="pca-layers"))
+    projection, _, _ = pca_projection(model.bert.embeddings.word_embeddings.weight, 48)
+    torch.testing.assert_close(projection.T @ projection, torch.eye(48), atol=1e-5, rtol=0)
+    x = torch.randn(2, 5, 48, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for m, n in enumerate(layer_map(2, 4, "uniform")):
+            t_scores, t_attn, t_ffn = _attention_and_ffn(model.bert.encoder.layer[n - 1], x, 4)
+            s_scores, s_attn, s_ffn = _attention_and_ffn(student.bert.encoder.layer[m],
+                                                         x @ projection, 4)
+            torch.testing.assert_close(s_scores, t_scores, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(s_attn, t_attn @ projection, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(s_ffn, t_ffn @ projection, atol=1e-4, rtol=1e-4)
+        pooler_t, pooler_s = model.bert.pooler.dense, student.bert.pooler.dense
+        torch.testing.assert_close(pooler_s(x @ projection), pooler_t(x) @ projection,
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_pca_layers_narrow_student_keeps_the_score_scale_and_refuses_other_shapes():
+    model = _randomised(in_memory_teacher(hidden=48))
+    student = build_student(model, spec(init="pca-layers"))    # width 16, 4 heads of 4, FFN 32
+    projection, mean, _ = pca_projection(model.bert.embeddings.word_embeddings.weight, 16)
+    torch.testing.assert_close(student.bert.embeddings.word_embeddings.weight,
+                               (model.bert.embeddings.word_embeddings.weight - mean) @ projection)
+    norm_t, norm_s = model.bert.embeddings.LayerNorm, student.bert.embeddings.LayerNorm
+    torch.testing.assert_close(norm_s.bias, norm_t.bias @ projection)
+    torch.testing.assert_close(norm_s.weight, norm_t.weight @ projection.pow(2))
+    # scores of a head cut from 12 to 4 directions stay on the teacher's scale: on inputs in
+    # the kept subspace, their spread is close to the teacher's, not 3x smaller
+    x = torch.randn(4, 6, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        t_scores, _, _ = _attention_and_ffn(model.bert.encoder.layer[1], x @ projection.T, 4)
+        s_scores, _, _ = _attention_and_ffn(student.bert.encoder.layer[0], x, 4)
+    ratio = float(s_scores.std() / t_scores.std())
+    assert 0.5 < ratio < 1.5, ratio
+    with pytest.raises(ValueError, match="attention heads: student 8 vs teacher 4"):
+        build_student(model, spec(num_heads=8, init="pca-layers"))
+    with pytest.raises(ValueError, match="intermediate size: student 128 vs teacher 96"):
+        build_student(model, spec(intermediate_size=128, init="pca-layers"))
 
 
 @pytest.fixture()

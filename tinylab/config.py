@@ -39,7 +39,7 @@ __all__ = [
     "DataConfig", "TeacherConfig", "StudentConfig", "StageConfig", "LossConfig",
     "AugmentConfig", "KDConfig", "Config", "PROFILES", "DEFAULT_PROFILE", "get_config",
     "apply_overrides", "config_hash", "resolve_profile_name", "PRESETS",
-    "preset_overrides",
+    "preset_overrides", "INIT_KEYWORDS",
 ]
 
 DEFAULT_PROFILE = "quick"
@@ -105,6 +105,10 @@ class TeacherConfig:
     patience: int | None = None
 
 
+#: ``StudentConfig.init`` values that name an initialisation rather than a pre-trained student.
+INIT_KEYWORDS = ("random", "teacher", "pca", "pca-layers")
+
+
 @dataclass(frozen=True)
 class StudentConfig:
     """The student's shape. It shares the teacher's tokenizer and vocabulary.
@@ -112,8 +116,9 @@ class StudentConfig:
     ``num_heads`` must equal the teacher's head count when attention is distilled (the
     attention loss compares head i with head i). ``init``: ``"random"``; ``"teacher"``
     (copy the mapped teacher layers, widths must match); ``"pca"`` (word embeddings from a
-    PCA of the teacher's embedding table, the rest random); or a folder / hub name of a
-    pre-trained student (e.g. a general TinyBERT).
+    PCA of the teacher's embedding table, the rest random); ``"pca-layers"`` (``"pca"``, and
+    each layer projected from its mapped teacher layer onto the same principal directions,
+    per head); or a folder / hub name of a pre-trained student (e.g. a general TinyBERT).
     """
 
     num_layers: int = 3

@@ -41,7 +41,7 @@ from transformers import (AutoConfig, AutoTokenizer, BertConfig, BertForSequence
 
 from tinylab import assets
 from tinylab.attention import SCORES_ATTN, use_attention_scores, uses_attention_scores
-from tinylab.config import StudentConfig
+from tinylab.config import INIT_KEYWORDS, StudentConfig
 from tinylab.losses import layer_map
 
 __all__ = ["SCORES_ATTN", "use_attention_scores", "uses_attention_scores", "load_teacher",
@@ -52,7 +52,6 @@ __all__ = ["SCORES_ATTN", "use_attention_scores", "uses_attention_scores", "load
 
 logger = logging.getLogger(__name__)
 
-INIT_KEYWORDS = ("random", "teacher", "pca")
 # Keys the official TinyBERT checkpoints carry next to the BERT weights (the W projections).
 OFFICIAL_EXTRA_PREFIXES = ("fit_dense", "fit_denses")
 
@@ -181,6 +180,8 @@ def build_student(teacher: BertForSequenceClassification, spec: StudentConfig, *
             _init_from_teacher(student, teacher)
         elif spec.init == "pca":
             _init_pca(student, teacher)
+        elif spec.init == "pca-layers":
+            _init_pca_layers(student, teacher)
     else:
         student = _load_pretrained_student(spec, config)
     use_attention_scores(student)
@@ -244,6 +245,109 @@ def _init_pca(student: BertForSequenceClassification,
         emb_s.token_type_embeddings.weight.copy_(emb_t.token_type_embeddings.weight @ projection)
     logger.info("student embeddings: PCA of the teacher's tables to width %d keeps %.1f%% of "
                 "the word-embedding variance", student.config.hidden_size, 100 * explained)
+
+
+def _project_norm(norm_s: nn.LayerNorm, norm_t: nn.LayerNorm, projection: torch.Tensor) -> None:
+    """A LayerNorm's scale and shift seen along the principal directions: the shift projected,
+    ``beta @ P``, and each direction's scale the average of the teacher's along it,
+    ``gamma @ P**2`` (a LayerNorm does not commute with a rotation, so this is an estimate)."""
+    norm_s.weight.copy_(norm_t.weight @ projection.pow(2))
+    norm_s.bias.copy_(norm_t.bias @ projection)
+
+
+def _project_layer(layer_s, layer_t, projection: torch.Tensor, heads: int) -> None:
+    """One teacher Transformer layer written into a narrower student layer.
+
+    ``projection`` P (d_t, d_s) maps the teacher's hidden space onto the student's (hidden
+    states x_s = x_t P). Per head h (head widths w_t = d_t / heads and w_s = d_s / heads):
+
+    * query and key: the w_s directions R_h (w_t, w_s) of head h's space that carry most of
+      its query and key maps (top left singular vectors of [W_q,h P, W_k,h P]); the student's
+      maps are R_h^T W_q,h P and R_h^T W_k,h P, the query scaled by sqrt(w_s / w_t) so that
+      q.k / sqrt(w_s) keeps the teacher's scale q.k / sqrt(w_t);
+    * value and output: the head's whole effect on the hidden state, P^T W_o,h W_v,h P, cut
+      to its best rank-w_s part (truncated SVD U S V^T: W_v = S^1/2 V^T, W_o = U S^1/2); the
+      value bias adds the constant P^T W_o,h b_v,h (attention weights sum to 1), folded into
+      the output bias;
+    * feed-forward: the ``intermediate_size`` hidden units with the largest
+      ||W_1,j P|| * ||P^T W_2,:j||, their rows and columns projected.
+
+    With d_s = d_t (P a rotation) the attention scores, the attention block's output before
+    its LayerNorm and the feed-forward output are exactly the teacher's, rotated.
+    """
+    P = projection
+    attn_t, attn_s = layer_t.attention, layer_s.attention
+    w_t = attn_t.self.query.out_features // heads
+    w_s = attn_s.self.query.out_features // heads
+    scale = (w_s / w_t) ** 0.5
+    wo_t = attn_t.output.dense.weight                       # (d_t, d_t): heads' outputs -> hidden
+    out_bias = attn_t.output.dense.bias @ P
+    for h in range(heads):
+        rows_t, rows_s = slice(h * w_t, (h + 1) * w_t), slice(h * w_s, (h + 1) * w_s)
+        a_q = attn_t.self.query.weight[rows_t] @ P           # (w_t, d_s)
+        a_k = attn_t.self.key.weight[rows_t] @ P
+        basis = torch.linalg.svd(torch.cat([a_q, a_k], dim=1), full_matrices=False)[0][:, :w_s]
+        attn_s.self.query.weight[rows_s] = scale * basis.T @ a_q
+        attn_s.self.query.bias[rows_s] = scale * basis.T @ attn_t.self.query.bias[rows_t]
+        attn_s.self.key.weight[rows_s] = basis.T @ a_k
+        attn_s.self.key.bias[rows_s] = basis.T @ attn_t.self.key.bias[rows_t]
+        wo_h = wo_t[:, rows_t]                               # (d_t, w_t)
+        circuit = P.T @ wo_h @ attn_t.self.value.weight[rows_t] @ P   # (d_s, d_s), rank <= w_t
+        u, sv, vh = torch.linalg.svd(circuit)
+        root = sv[:w_s].sqrt()
+        attn_s.self.value.weight[rows_s] = root[:, None] * vh[:w_s]
+        attn_s.self.value.bias[rows_s] = 0.0
+        attn_s.output.dense.weight[:, rows_s] = u[:, :w_s] * root
+        out_bias = out_bias + (wo_h @ attn_t.self.value.bias[rows_t]) @ P
+    attn_s.output.dense.bias.copy_(out_bias)
+    _project_norm(attn_s.output.LayerNorm, attn_t.output.LayerNorm, P)
+
+    w1 = layer_t.intermediate.dense.weight @ P               # (ffn_t, d_s)
+    w2 = P.T @ layer_t.output.dense.weight                   # (d_s, ffn_t)
+    keep = layer_s.intermediate.dense.out_features
+    units = (w1.norm(dim=1) * w2.norm(dim=0)).topk(keep).indices.sort().values
+    layer_s.intermediate.dense.weight.copy_(w1[units])
+    layer_s.intermediate.dense.bias.copy_(layer_t.intermediate.dense.bias[units])
+    layer_s.output.dense.weight.copy_(w2[:, units])
+    layer_s.output.dense.bias.copy_(layer_t.output.dense.bias @ P)
+    _project_norm(layer_s.output.LayerNorm, layer_t.output.LayerNorm, P)
+
+
+def _init_pca_layers(student: BertForSequenceClassification,
+                     teacher: BertForSequenceClassification) -> None:
+    """``init="pca-layers"``: the ``pca`` embeddings, and every layer (and the pooler) from the
+    teacher layer the uniform mapping pairs it with, projected onto the same principal
+    directions (:func:`_project_layer`). A tinylab option, not the paper's: TinyBERT starts
+    its student at random. The classifier stays random (general distillation has no head)."""
+    s, t = student.config, teacher.config
+    problems = [f"{what}: student {a} vs teacher {b}" for what, a, b, ok in (
+        ("attention heads", s.num_attention_heads, t.num_attention_heads,
+         s.num_attention_heads == t.num_attention_heads),
+        ("hidden size", s.hidden_size, t.hidden_size, s.hidden_size <= t.hidden_size),
+        ("intermediate size", s.intermediate_size, t.intermediate_size,
+         s.intermediate_size <= t.intermediate_size),
+        ("layers", s.num_hidden_layers, t.num_hidden_layers,
+         s.num_hidden_layers <= t.num_hidden_layers)) if not ok]
+    if problems:
+        raise ValueError("init='pca-layers' projects teacher layers onto a student with the "
+                         "same heads and no more width, FFN or layers (" + "; ".join(problems)
+                         + "); use init='pca' or 'random'")
+    _init_pca(student, teacher)
+    projection, _, _ = pca_projection(teacher.bert.embeddings.word_embeddings.weight,
+                                      s.hidden_size)
+    projection = projection.detach().to(torch.float32)
+    mapping = layer_map(s.num_hidden_layers, t.num_hidden_layers, "uniform")
+    with torch.no_grad():
+        _project_norm(student.bert.embeddings.LayerNorm, teacher.bert.embeddings.LayerNorm,
+                      projection)
+        for m, n in enumerate(mapping, start=1):
+            _project_layer(student.bert.encoder.layer[m - 1], teacher.bert.encoder.layer[n - 1],
+                           projection, s.num_attention_heads)
+        if student.bert.pooler is not None and teacher.bert.pooler is not None:
+            dense_s, dense_t = student.bert.pooler.dense, teacher.bert.pooler.dense
+            dense_s.weight.copy_(projection.T @ dense_t.weight @ projection)
+            dense_s.bias.copy_(dense_t.bias @ projection)
+    logger.info("student layers projected from teacher layers %s (uniform mapping)", mapping)
 
 
 def _load_pretrained_student(spec: StudentConfig, config: BertConfig

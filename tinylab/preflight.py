@@ -18,7 +18,7 @@ import datasets
 from huggingface_hub import constants
 
 from tinylab.assets import ASSETS, cache_dir
-from tinylab.config import Config
+from tinylab.config import INIT_KEYWORDS, Config
 from tinylab.data import LOCAL_SUFFIXES, OFFLINE_TASK, check_general_corpus_file, hub_spec
 
 __all__ = ["check_sources"]
@@ -81,7 +81,7 @@ def check_sources(cfg: Config) -> None:
     init = cfg.student.init
     models = {"teacher.model": cfg.teacher.model, "teacher.general_model":
               cfg.teacher.general_model, "augment.mlm_model": cfg.augment.mlm_model,
-              "student.init": None if init in ("random", "teacher", "pca") else init}
+              "student.init": None if init in INIT_KEYWORDS else init}
     data = {"data.task": None if cfg.data.task == OFFLINE_TASK else cfg.data.task,
             "data.general_corpus": None if cfg.data.general_corpus == "offline"
             else cfg.data.general_corpus}
