@@ -30,6 +30,21 @@ WORDS = ("the a an and or but not no is was are be this that it film movie story
          "##s ##ed ##ing ##ly ##er ##est . , ! ? ' - ( ) :").split()
 
 
+def bench_script(name: str):
+    """A script of ``bench/`` imported as a module (``bench_script("bf16_gap")``); the
+    scripts import their sibling ``benchlib``, so ``bench/`` goes on ``sys.path`` first."""
+    import importlib.util
+    import sys
+
+    folder = Path(__file__).resolve().parents[1] / "bench"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def toy_texts(n: int, seed: int, max_words: int = 14) -> list[str]:
     """``n`` random sentences of 2..``max_words`` words from :data:`WORDS` (letters only)."""
     import random

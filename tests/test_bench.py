@@ -210,7 +210,8 @@ def test_bf16_gap_times_shapes_and_breaks_down_a_forward_pass(tmp_path, bench_ca
     rows = {(r["model"], r["variant"], r["precision"]): r for r in result["latency"]}
     assert {p for _, _, p in rows} == precisions
     assert {(m, v) for m, v, _ in rows} == {
-        ("teacher", "sdpa"), ("teacher", "eager"), ("student", "sdpa"), ("student", "eager"),
+        ("teacher", "sdpa"), ("teacher", "eager"), ("teacher", "sdpa, attention in fp32"),
+        ("student", "sdpa"), ("student", "eager"), ("student", "sdpa, attention in fp32"),
         ("student", "sdpa, heads=6"), ("student", "sdpa, heads=4")}
     assert result["shapes"]["student"]["hidden"] == 96 and result["shapes"]["student"]["layers"] == 2
     for r in rows.values():
@@ -223,6 +224,36 @@ def test_bf16_gap_times_shapes_and_breaks_down_a_forward_pass(tmp_path, bench_ca
     text = (out / "bf16_gap.md").read_text()
     assert text.startswith("### Why bf16 favours the teacher (budget `ci`)")
     assert "| student | sdpa, heads=4 | fp32 |" in text and "norm and element-wise" in text
+
+
+def test_fp32_attention_in_a_bf16_model_is_sdpa_with_its_inputs_upcast():
+    """The "attention in fp32" variant of bf16_gap.py against an independent reference: in an
+    fp32 model it is sdpa exactly; in a bf16 model each layer's attention equals the fp32
+    attention of the bf16 query, key and value, cast back to bf16."""
+    import torch
+    import torch.nn.functional as F
+
+    from conftest import bench_script
+
+    gap = bench_script("bf16_gap")
+    shape = {"vocab": 50, "hidden": 32, "layers": 2, "heads": 4, "ffn": 64}
+    inputs = {"input_ids": torch.randint(1, 50, (3, 7), generator=torch.Generator().manual_seed(0)),
+              "attention_mask": torch.tensor([[1] * 7, [1] * 5 + [0] * 2, [1] * 3 + [0] * 4])}
+    with torch.inference_mode():
+        fp32 = gap.build(shape, gap.FP32_SDPA, torch.float32)(**inputs).logits
+        reference = gap.build(shape, "sdpa", torch.float32)(**inputs).logits
+    torch.testing.assert_close(fp32, reference, rtol=0, atol=0)
+
+    attention = gap.build(shape, gap.FP32_SDPA, torch.bfloat16).bert.encoder.layer[0].attention.self
+    q = torch.randn(3, 4, 7, 8, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(1))
+    k, v = q.flip(0), q.flip(2)
+    from transformers import AttentionInterface
+
+    out, _ = AttentionInterface()[gap.FP32_SDPA](attention, q, k, v, None, scaling=8 ** -0.5)
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                              scale=8 ** -0.5).to(torch.bfloat16)
+    torch.testing.assert_close(out, expected.transpose(1, 2), rtol=0, atol=0)
+    assert out.dtype == torch.bfloat16
 
 
 def test_teacher_head_trains_both_heads_and_its_cls_row_is_the_course_teacher(tmp_path,

@@ -1,22 +1,13 @@
 """The mean-pooled teacher head of bench/teacher_head.py, against a row-by-row reference."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from conftest import bench_script
 
 
 def _teacher_head():
-    import sys
-
-    sys.path.insert(0, str(BENCH))  # the script imports its sibling benchlib
-    spec = importlib.util.spec_from_file_location("teacher_head", BENCH / "teacher_head.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("teacher_head")
 
 
 def test_mean_pool_averages_only_the_real_tokens_of_each_row():
