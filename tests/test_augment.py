@@ -90,6 +90,44 @@ def test_embedding_candidates_match_numpy_reference(teacher):
     assert got["zzzz€"] == []  # [UNK] -> no candidates
 
 
+@pytest.mark.parametrize("a, b, same", [
+    ("movie", "movies", True), ("run", "running", True), ("story", "stories", True),
+    ("bad", "badly", True), ("Film", "films", True), ("great", "greatest", True),
+    ("make", "making", True), ("movie", "film", False), ("act", "actress", False),
+    ("good", "goodbye", False), ("at", "atom", False),
+])
+def test_same_word_pairs_inflections_and_nothing_else_listed(a, b, same):
+    # checked by hand: forms of one word, and pairs that only look alike
+    assert aug.same_word(a, b) is same and aug.same_word(b, a) is same
+
+
+def test_filtered_embedding_candidates_are_the_plain_list_without_stop_words_and_forms(teacher):
+    model, tok = teacher
+    emb = model.get_input_embeddings().weight
+    words = ["movie", "filmed", "good"]
+    plain = aug.embedding_candidates(words, tok, emb, 200)
+    filtered = aug.embedding_candidates(words, tok, emb, 5, filtered=True)
+    for word in words:
+        # independent of the implementation: the plain top list, filtered by hand, first 5
+        kept = [c for c in plain[word]
+                if c.lower() not in aug.STOP_WORDS and not aug.same_word(c, word)]
+        assert filtered[word] == kept[:5]
+
+
+def test_filter_neighbours_changes_the_cache_key_only_when_set(teacher, isolated_cache):
+    model, tok = teacher
+    aug.augment_dataset(task_ds(), tok, model, AugmentConfig(n_aug=2, k=3), seed=0)
+    aug.augment_dataset(task_ds(), tok, model, AugmentConfig(n_aug=2, k=3, filter_neighbours=True),
+                        seed=0)
+    assert len(list((isolated_cache / "augment").iterdir())) == 2
+    # off, the key is the one augmented sets cached before the setting existed had
+    from tinylab.config import config_hash
+
+    legacy = {k: v for k, v in vars(AugmentConfig(n_aug=2, k=3)).items()
+              if k != "filter_neighbours"}
+    assert config_hash(aug._key_settings(AugmentConfig(n_aug=2, k=3))) == config_hash(legacy)
+
+
 def test_embedding_candidates_reject_mismatched_table(teacher):
     _, tok = teacher
     with pytest.raises(ValueError, match="does not match"):

@@ -54,6 +54,7 @@ How tinylab differs from the authors' ``data_augmentation.py``:
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from pathlib import Path
@@ -74,8 +75,8 @@ from tinylab.evaluate import predict_logits
 from tinylab.models import load_pretrained
 
 __all__ = [
-    "STOP_WORDS", "split_words", "is_eligible", "embedding_candidates", "mlm_candidates",
-    "augment_sentence", "augment_dataset", "teacher_agreement", "inspect_augmentations",
+    "STOP_WORDS", "split_words", "is_eligible", "same_word", "embedding_candidates",
+    "mlm_candidates", "augment_sentence", "augment_dataset", "teacher_agreement", "inspect_augmentations",
 ]
 
 _CACHE_VERSION = 1
@@ -125,6 +126,35 @@ def is_eligible(word: str) -> bool:
     return word.isascii() and word.isalpha() and word.lower() not in STOP_WORDS
 
 
+_ENDINGS = frozenset(("s", "es", "d", "ed", "ing", "er", "ers", "est", "ly", "ies", "ied",
+                      "ier", "iest", "ily"))
+
+
+def same_word(a: str, b: str) -> bool:
+    """Are ``a`` and ``b`` forms of one word, as far as spelling tells? True when, ignoring
+    case, the longer is the shorter (without a final ``e`` or ``y``, at least 3 letters left)
+    plus an inflectional ending (``s``, ``ed``, ``ing``, ``er``, ``est``, ``ly``, ``ies``,
+    ...), the last letter perhaps doubled: movie/movies, run/running, story/stories,
+    bad/badly. Not good/goodbye, act/actress.
+
+    A crude rule on purpose (no stemmer ships offline): it also pairs car/card, which only
+    costs a candidate. Used by ``augment.filter_neighbours``, since an inflection of the word
+    itself ("movies" for "movie") changes a sentence's grammar more than its content.
+    """
+    a, b = a.lower(), b.lower()
+    if a == b:
+        return True
+    short, long = sorted((a, b), key=len)
+    bases = {short, short[:-1]} if short[-1] in "ey" else {short}
+    for base in bases:
+        if len(base) < 3 or not long.startswith(base):
+            continue
+        rest = long[len(base):]
+        if rest in _ENDINGS or (rest[:1] == base[-1] and rest[1:] in _ENDINGS):
+            return True
+    return False
+
+
 def _is_whole_word_token(token: str, special: set[str]) -> bool:
     """A vocabulary entry usable as a replacement: ASCII letters only, 2+ of them, not special.
 
@@ -153,8 +183,8 @@ def _pieces(tokenizer: Any, word: str) -> list[str]:
 
 @torch.no_grad()
 def embedding_candidates(words: Sequence[str], tokenizer: Any, embeddings: torch.Tensor, k: int,
-                         *, chunk_size: int = 512, progress: bool = True
-                         ) -> dict[str, list[str]]:
+                         *, chunk_size: int = 512, progress: bool = True,
+                         filtered: bool = False) -> dict[str, list[str]]:
     """The ``k`` nearest whole-word vocabulary entries of each word, by cosine similarity.
 
     ``embeddings``: the ``(V, d)`` word-embedding matrix that matches ``tokenizer``'s
@@ -163,7 +193,9 @@ def embedding_candidates(words: Sequence[str], tokenizer: Any, embeddings: torch
     (see :func:`_is_whole_word_token`), L2-normalised, shape ``(V_w, d)``; the similarities of
     ``chunk_size`` words at a time come from one matmul ``(n, d) @ (d, V_w)``, then
     ``topk``. The word itself is excluded. The paper uses GloVe vectors for this step.
-    Words that tokenise to ``[UNK]`` get no candidates.
+    Words that tokenise to ``[UNK]`` get no candidates. ``filtered`` also leaves out
+    stop-words and other forms of the word (:func:`same_word`), searching up to ``4 k``
+    neighbours for ``k`` that pass, so a list may hold fewer than ``k``.
     """
     vocab = tokenizer.get_vocab()
     if embeddings.ndim != 2 or embeddings.shape[0] < len(vocab):
@@ -194,7 +226,7 @@ def embedding_candidates(words: Sequence[str], tokenizer: Any, embeddings: torch
         torch.tensor([i for p in piece_ids for i in p]), emb, offsets, mode="mean")
     queries = torch.nn.functional.normalize(queries, dim=-1)
     self_col = torch.tensor([column.get(w.lower(), column.get(w, -1)) for w in keep])
-    k_eff = min(k, len(table_tokens) - 1)
+    k_eff = min(4 * k if filtered else k, len(table_tokens) - 1)
     starts = range(0, len(keep), chunk_size)
     for start in tqdm(starts, desc="embedding neighbours", disable=not progress or len(starts) < 2):
         stop = min(start + chunk_size, len(keep))
@@ -203,7 +235,11 @@ def embedding_candidates(words: Sequence[str], tokenizer: Any, embeddings: torch
         sims[rows, self_col[start:stop][rows]] = -float("inf")  # never the word itself
         top = sims.topk(k_eff, dim=-1).indices.tolist()
         for word, cols in zip(keep[start:stop], top):
-            out[word] = [table_tokens[j] for j in cols]
+            found = [table_tokens[j] for j in cols]
+            if filtered:
+                found = [c for c in found
+                         if c.lower() not in STOP_WORDS and not same_word(c, word)][:k]
+            out[word] = found
     return out
 
 
@@ -302,6 +338,15 @@ def augment_sentence(text: str, candidates: dict[int, list[str]], cfg: AugmentCo
     return out
 
 
+def _key_settings(cfg: AugmentConfig) -> dict[str, Any]:
+    """``cfg`` for the cache key; ``filter_neighbours`` came later and enters only when set,
+    so the augmented sets cached before it keep their keys."""
+    settings = dataclasses.asdict(cfg)
+    if not settings["filter_neighbours"]:
+        del settings["filter_neighbours"]
+    return settings
+
+
 def _check_cfg(cfg: AugmentConfig) -> None:
     if not 0.0 <= cfg.p_t <= 1.0:
         raise ValueError(f"augment.p_t must be a probability in [0, 1], got {cfg.p_t}")
@@ -398,7 +443,7 @@ def augment_dataset(ds: Any, tokenizer: Any, teacher: Any, cfg: AugmentConfig, *
                                            _tensor_digest(mlm.get_input_embeddings().weight))
         key = config_hash(
             _CACHE_VERSION, _digest(texts), _digest(labels or []), sources,
-            _digest(sorted(tokenizer.get_vocab().items())), cfg, seed,
+            _digest(sorted(tokenizer.get_vocab().items())), _key_settings(cfg), seed,
             _tensor_digest(emb) if emb is not None else None, mlm_id,
             *([_digest(pairs)] if pairs is not None else []))
         path = cache_dir() / "augment" / f"{key}.parquet"
@@ -468,7 +513,8 @@ def _candidates(split, tokenizer, emb, mlm, mlm_tokenizer, cfg, progress):
     emb_positions = [[i for i in eligible[n] if i not in set(mlm_positions[n])]
                      for n in range(len(split))]
     emb_words = [split[n][i][0] for n in range(len(split)) for i in emb_positions[n]]
-    table = embedding_candidates(emb_words, tokenizer, emb, cfg.k, progress=progress)
+    table = embedding_candidates(emb_words, tokenizer, emb, cfg.k, progress=progress,
+                                 filtered=cfg.filter_neighbours)
     out = []
     for n, words in enumerate(tqdm(split, desc="masked-LM candidates",
                                    disable=not progress or mlm is None)):

@@ -192,6 +192,8 @@ class AugmentConfig:
     or hub name, e.g. ``"bert-base-uncased"``) for single-piece words as in the paper; ``None``
     uses nearest neighbours in the teacher's word-embedding table (the offline default).
     ``max_examples``: augment at most this many training examples (``None``: all).
+    ``filter_neighbours``: leave stop-words and other forms of the word itself (movie/movies)
+    out of the embedding neighbours (a tinylab option; off keeps the paper's plain top-K).
     """
 
     enabled: bool = True
@@ -200,6 +202,7 @@ class AugmentConfig:
     k: int = 15
     mlm_model: str | None = None
     max_examples: int | None = None
+    filter_neighbours: bool = False
 
 
 @dataclass(frozen=True)
