@@ -76,7 +76,8 @@ from tinylab.models import load_pretrained
 
 __all__ = [
     "STOP_WORDS", "split_words", "is_eligible", "same_word", "embedding_candidates",
-    "mlm_candidates", "augment_sentence", "augment_dataset", "teacher_agreement", "inspect_augmentations",
+    "mlm_candidates", "augment_sentence", "augment_dataset", "teacher_agreement",
+    "inspect_augmentations",
 ]
 
 _CACHE_VERSION = 1
