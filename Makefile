@@ -5,6 +5,10 @@
 # Installing: torch first, the build that fits the machine (scripts/install_torch.py: the CPU
 # build on Linux without an NVIDIA GPU, the CUDA build with one; TORCH_BUILD=cpu|cuda|default
 # overrides), then exactly the tested versions of everything else (requirements/lock.txt).
+# The locked set goes in with uv, which installs it in well under half of pip's time
+# (docs/results.md, "Installing"); where uv cannot (no wheel of it for the platform, or an
+# index that only pip's own configuration names), pip installs the same set. Either way
+# scripts/lock.py --verify then checks the environment against the lock.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,6 +16,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_BUILD ?=
 TORCH_PIP_ARGS ?=
 PIP_VERSION ?= 26.3
+UV_VERSION ?= 0.13.10
 PROFILE ?= quick
 MATHJAX_VERSION ?= 3.2.2
 SITE_NOTEBOOKS ?=
@@ -59,7 +64,11 @@ $(STAMP): pyproject.toml requirements/lock.txt scripts/install_torch.py
 	$(BIN)/python -m pip install --quiet "pip==$(PIP_VERSION)"
 	$(BIN)/python scripts/install_torch.py --version $(TORCH_VERSION) --build "$(TORCH_BUILD)" \
 		--pip-args "$(TORCH_PIP_ARGS)"
-	$(BIN)/python -m pip install --quiet -c requirements/lock.txt -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)" 2>/dev/null && \
+		$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode \
+			-c requirements/lock.txt -e ".[$(EXTRAS)]" || { \
+		echo "make: uv $(UV_VERSION) could not install the locked set here; pip installs it"; \
+		$(BIN)/python -m pip install --quiet -c requirements/lock.txt -e ".[$(EXTRAS)]"; }
 	$(BIN)/python scripts/lock.py --verify
 	touch $(STAMP)
 
