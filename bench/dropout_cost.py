@@ -76,12 +76,17 @@ def main(argv=None) -> int:
     p.add_argument("--budget", default="quick", choices=("ci", "bench", "quick"))
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--batches", type=int, default=8, help="training batches cycled through")
+    p.add_argument("--models", default="student,teacher",
+                   help="comma-separated: student, teacher (default both)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--output", default=None)
     args = p.parse_args(argv)
     if args.rounds < 1 or args.batches < 1:
         p.error(f"--rounds and --batches must be at least 1, got {args.rounds} and "
                 f"{args.batches}")
+    wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not wanted or set(wanted) - {"student", "teacher"}:
+        p.error(f"--models takes student and/or teacher, got {args.models!r}")
     benchlib.quiet_libraries()
     threads = benchlib.set_threads(args.threads)
 
@@ -108,7 +113,8 @@ def main(argv=None) -> int:
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     padded = sum(b["input_ids"].numel() for b in batches)
 
-    models = {"student": student, "teacher": teacher}
+    models = {name: model for name, model in (("student", student), ("teacher", teacher))
+              if name in wanted}
     steps = {"student": 10, "teacher": 2}          # per timed call: about a second each
     timers = {}
     for model_name, model in models.items():
@@ -152,8 +158,9 @@ def main(argv=None) -> int:
         f"{args.rounds} interleaved rounds of `torch.utils.benchmark.Timer`, {threads} "
         f"thread(s).  ",
         benchlib.machine_line(result["machine"]), "", table, "",
-        f"Dropout's masks take {100 * share['student']:.0f} % of the student's training step "
-        f"and {100 * share['teacher']:.0f} % of the teacher's.", ""])
+        "Dropout's masks take " + " and ".join(
+            f"{100 * value:.0f} % of the {name}'s training step" for name, value in share.items())
+        + ".", ""])
     out = benchlib.results_dir(args.budget, args.output)
     benchlib.write_json(out / "dropout_cost.json", result)
     benchlib.write_text(out / "dropout_cost.md", text)

@@ -49,3 +49,9 @@ def test_with_all_dropout_off_training_mode_is_deterministic():
         if variant == "all off":
             torch.testing.assert_close(first, model.eval()(input_ids=ids).logits)
     assert outputs == {"as configured": False, "all off": True}
+
+
+def test_an_unknown_model_name_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        bench_script("dropout_cost").main(["--models", "student,gpu"])
+    assert "--models takes student and/or teacher, got 'student,gpu'" in capsys.readouterr().err
