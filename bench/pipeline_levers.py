@@ -47,15 +47,29 @@ def load_report(folder: Path) -> dict[str, Any]:
 
 
 def _without_seed(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k != "seed"}
+    """A report's settings, seed left out, with every setting it does not name at tinylab's
+    default: a run made before a setting existed ran with what is now its default (settings
+    are added that way; it is also why older cache keys stay valid)."""
+    import dataclasses
+
+    from tinylab.config import Config
+
+    out = {k: v for k, v in config.items() if k != "seed"}
+    for section in dataclasses.fields(Config):
+        if isinstance(out.get(section.name), dict) and \
+                section.default_factory is not dataclasses.MISSING:
+            out[section.name] = {**dataclasses.asdict(section.default_factory()),
+                                 **out[section.name]}
+    return out
 
 
 def group_row(label: str, reports: list[dict[str, Any]], folders: list[Path]) -> dict[str, Any]:
     """Mean and sd over the runs of one group (sd is 0.0 for a single run)."""
     first = _without_seed(reports[0]["config"])
     for report, folder in zip(reports[1:], folders[1:]):
-        if _without_seed(report["config"]) != first:
-            changed = sorted(k for k in first if report["config"].get(k) != first[k])
+        settings = _without_seed(report["config"])
+        if settings != first:
+            changed = sorted(k for k in first if settings.get(k) != first[k])
             raise ValueError(f"group {label!r}: {folder} differs from {folders[0]} in "
                              f"{', '.join(changed)}, not just the seed")
     columns: dict[str, list[float]] = {

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import bench_script
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 # Every training stage of the ci profile cut to 2 optimiser steps.
@@ -195,6 +197,29 @@ def test_pipeline_levers_tabulates_seeds_and_refuses_mixed_settings(tmp_path):
                            "--group", f"mixed={a},{other}", "--output", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "differs from" in proc.stderr and "general" in proc.stderr
+
+
+def test_pipeline_levers_reads_a_setting_a_report_predates_at_its_default(tmp_path):
+    """A run made before ``augment.filter_neighbours`` existed groups with one that has it at
+    its default (False), not with one that turned it on."""
+    before = _fake_report(tmp_path / "before", 42, 0.76, 0.90)
+    report = json.loads((before / "report.json").read_text())
+    report["config"]["augment"] = {"n_aug": 4}
+    (before / "report.json").write_text(json.dumps(report))
+    runs = {}
+    for name, value in (("default", False), ("on", True)):
+        run_dir = _fake_report(tmp_path / name, 43, 0.80, 0.94)
+        report = json.loads((run_dir / "report.json").read_text())
+        report["config"]["augment"] = {"n_aug": 4, "filter_neighbours": value}
+        (run_dir / "report.json").write_text(json.dumps(report))
+        runs[name] = run_dir
+    levers = bench_script("pipeline_levers")
+    row = levers.group_row("same", [levers.load_report(f) for f in (before, runs["default"])],
+                           [before, runs["default"]])
+    assert row["seeds"] == [42, 43]
+    with pytest.raises(ValueError, match="differs from .* in augment, not just the seed"):
+        levers.group_row("mixed", [levers.load_report(f) for f in (before, runs["on"])],
+                         [before, runs["on"]])
 
 
 def test_bf16_gap_times_shapes_and_breaks_down_a_forward_pass(tmp_path, bench_cache):
