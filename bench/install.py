@@ -9,7 +9,8 @@ Makefile runs it, with each installer in turn:
 
 * one scratch virtual environment (under a temporary folder) gets pip and torch once;
 * each round, for pip then uv: everything installed after torch is uninstalled (what
-  `make setup` finds at that point: pip, torch and torch's own requirements), the clock starts, the installer installs ``-c requirements/lock.txt -e ".[course,dev,site,deploy]"``
+  `make setup` finds at that point: pip, torch and torch's own requirements), the clock
+  starts, the installer installs ``-c requirements/lock.txt -e ".[course,dev,site,deploy]"``
   (uv also compiles the bytecode, as pip does by default), the clock stops, and
   ``scripts/lock.py --verify`` checks that the result is exactly the lock.
 
@@ -30,7 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import REPO_DIR, machine_info, machine_line, markdown_table, write_json, write_text  # noqa: E402
+from benchlib import (REPO_DIR, machine_info, machine_line, markdown_table,  # noqa: E402
+                      write_json, write_text)
 
 EXTRAS = "course,dev,site,deploy"
 
