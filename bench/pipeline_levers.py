@@ -46,7 +46,7 @@ def load_report(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _without_seed(config: dict[str, Any]) -> dict[str, Any]:
+def _settings_without_seed(config: dict[str, Any]) -> dict[str, Any]:
     """A report's settings, seed left out, with every setting it does not name at tinylab's
     default: a run made before a setting existed ran with what is now its default (settings
     are added that way; it is also why older cache keys stay valid)."""
@@ -65,9 +65,9 @@ def _without_seed(config: dict[str, Any]) -> dict[str, Any]:
 
 def group_row(label: str, reports: list[dict[str, Any]], folders: list[Path]) -> dict[str, Any]:
     """Mean and sd over the runs of one group (sd is 0.0 for a single run)."""
-    first = _without_seed(reports[0]["config"])
+    first = _settings_without_seed(reports[0]["config"])
     for report, folder in zip(reports[1:], folders[1:]):
-        settings = _without_seed(report["config"])
+        settings = _settings_without_seed(report["config"])
         if settings != first:
             changed = sorted(k for k in first if settings.get(k) != first[k])
             raise ValueError(f"group {label!r}: {folder} differs from {folders[0]} in "
